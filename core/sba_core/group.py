@@ -1,0 +1,33 @@
+"""Names of the Kubernetes API group that carries our custom resources."""
+
+from typing import Final
+
+GROUP: Final = "sba-agentic.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+AGENTRUN_KIND: Final = "AgentRun"
+AGENTRUN_PLURAL: Final = "agentruns"
+AGENTRUN_SINGULAR: Final = "agentrun"
+AGENTRUN_SHORT_NAMES: Final = ("ar", "arun")
+
+TENANT_KIND: Final = "Tenant"
+TENANT_PLURAL: Final = "tenants"
+TENANT_SINGULAR: Final = "tenant"
+TENANT_SHORT_NAMES: Final = ("tn",)
+
+# Labels put on every child object so handlers can find their parent without
+# listing everything.
+LABEL_RUN_UID: Final = f"{GROUP}/run-uid"
+LABEL_RUN_NAME: Final = f"{GROUP}/run"
+LABEL_STEP: Final = f"{GROUP}/step"
+LABEL_ATTEMPT: Final = f"{GROUP}/attempt"
+LABEL_TENANT: Final = f"{GROUP}/tenant"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "sba-agentic"
+
+
+def tenant_namespace(tenant: str) -> str:
+    """The namespace a tenant's runs and tool Jobs live in."""
+    return f"tenant-{tenant}"

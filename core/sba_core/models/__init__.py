@@ -1,0 +1,1 @@
+"""Pydantic models: the single source for CRD schemas, API bodies and the OpenAPI document."""

@@ -1,0 +1,1 @@
+"""Tool contracts: what each tool takes, returns, costs and is allowed to do."""

@@ -1,0 +1,51 @@
+"""Parameter and result models of the built-in tools."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field, StringConstraints
+
+from sba_core.models.base import WireModel
+
+
+class KnowledgeSearchParams(WireModel):
+    query: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    top_k: int = Field(default=5, ge=1, le=50)
+
+
+class KnowledgeHit(WireModel):
+    document_id: str
+    chunk_id: str
+    title: str
+    snippet: str
+    score: float
+
+
+class KnowledgeSearchResult(WireModel):
+    query: str
+    hits: list[KnowledgeHit] = Field(default_factory=list)
+
+
+class DocumentFormat(StrEnum):
+    MARKDOWN = "markdown"
+    HTML = "html"
+
+
+class RenderDocumentParams(WireModel):
+    title: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    format: DocumentFormat = DocumentFormat.MARKDOWN
+    sources: list[str] | None = Field(
+        default=None,
+        description="Ids of earlier steps whose results go into the document; all when absent.",
+    )
+    locale: Annotated[str, StringConstraints(min_length=2, max_length=16)] = "en"
+
+
+class RenderDocumentResult(WireModel):
+    artifact_id: str
+    title: str
+    content_type: str
+    size_bytes: int
+    sha256: str

@@ -1,0 +1,113 @@
+"""The tool registry: every tool's contract, side-effect flag, scopes and cost."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from sba_core.tools.contracts import (
+    KnowledgeSearchParams,
+    KnowledgeSearchResult,
+    RenderDocumentParams,
+    RenderDocumentResult,
+)
+from sba_core.tools.names import ToolName
+
+
+class ToolContractError(ValueError):
+    """Parameters or a result do not fit the tool's contract. Never worth retrying."""
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """Everything the orchestrator must know about a tool before running it."""
+
+    name: ToolName
+    version: str
+    description: str
+    params_model: type[BaseModel]
+    result_model: type[BaseModel]
+    side_effect: bool = False
+    scopes: tuple[str, ...] = ()
+    cost_estimate: int = 0
+    """Estimated cost of one call, in micro-dollars."""
+    image: str = "sba-agentic/tool-runtime"
+    timeout_seconds: int = 120
+    limits: Mapping[str, str] = field(
+        default_factory=lambda: {"cpu": "500m", "memory": "256Mi", "ephemeral-storage": "64Mi"}
+    )
+
+    def validate_params(self, params: Mapping[str, Any]) -> BaseModel:
+        try:
+            return self.params_model.model_validate(dict(params))
+        except ValidationError as exc:
+            raise ToolContractError(_describe(self.name, "params", exc)) from exc
+
+    def validate_result(self, result: Mapping[str, Any]) -> BaseModel:
+        try:
+            return self.result_model.model_validate(dict(result))
+        except ValidationError as exc:
+            raise ToolContractError(_describe(self.name, "result", exc)) from exc
+
+    def catalog_entry(self) -> dict[str, Any]:
+        return {
+            "name": str(self.name),
+            "version": self.version,
+            "description": self.description,
+            "sideEffect": self.side_effect,
+            "scopes": list(self.scopes),
+            "costEstimate": self.cost_estimate,
+            "paramsSchema": self.params_model.model_json_schema(by_alias=True),
+            "resultSchema": self.result_model.model_json_schema(by_alias=True),
+        }
+
+
+def _describe(tool: str, what: str, exc: ValidationError) -> str:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
+    )
+    return f"{tool} {what} invalid: {problems}"
+
+
+class ToolRegistry(Mapping[str, ToolSpec]):
+    """An immutable name → spec mapping."""
+
+    def __init__(self, specs: list[ToolSpec]) -> None:
+        self._specs = {str(spec.name): spec for spec in specs}
+
+    def __getitem__(self, name: str) -> ToolSpec:
+        return self._specs[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+
+def builtin_registry() -> ToolRegistry:
+    return ToolRegistry(
+        [
+            ToolSpec(
+                name=ToolName.KNOWLEDGE_SEARCH,
+                version="1.0.0",
+                description="Hybrid (vector + full-text) search over the tenant's knowledge base.",
+                params_model=KnowledgeSearchParams,
+                result_model=KnowledgeSearchResult,
+                cost_estimate=50,
+                scopes=("read:knowledge",),
+            ),
+            ToolSpec(
+                name=ToolName.RENDER_DOCUMENT,
+                version="1.0.0",
+                description="Render earlier step results into a stored document artifact.",
+                params_model=RenderDocumentParams,
+                result_model=RenderDocumentResult,
+                cost_estimate=200,
+                scopes=("write:artifacts",),
+            ),
+        ]
+    )
