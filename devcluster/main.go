@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -24,10 +25,11 @@ const usage = "usage: devcluster etcd|kube-apiserver|kube-controller-manager|kub
 
 func main() {
 	// Invoked through a symlink named after a component, behave as that
-	// component; otherwise the first argument names it.
+	// component; otherwise (devcluster, or the content-hashed cache file
+	// devcluster-<hash>) the first argument names it.
 	name := filepath.Base(os.Args[0])
 	args := os.Args[1:]
-	if name == "devcluster" {
+	if strings.HasPrefix(name, "devcluster") {
 		if len(args) == 0 {
 			fmt.Fprintln(os.Stderr, usage)
 			os.Exit(2)

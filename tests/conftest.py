@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.fixtures.controlplane",
     "tests.fixtures.postgres",
     "tests.fixtures.redis",
+    "tests.fixtures.nodeagent",
     "tests.fixtures.stack",
 ]

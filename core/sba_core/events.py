@@ -1,0 +1,70 @@
+"""Run events: the durable, ordered record of everything that happened to a run.
+
+The same event is stored in Postgres, announced on Redis and framed as SSE; this
+module defines its shape once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field
+
+from sba_core.models.base import WireModel
+
+
+class EventType(StrEnum):
+    PENDING = "pending"
+    PLANNING = "planning"
+    PLAN_READY = "plan_ready"
+    EXECUTING = "executing"
+    STEP_STARTED = "step_started"
+    STEP_SUCCEEDED = "step_succeeded"
+    STEP_FAILED = "step_failed"
+    AWAITING_APPROVAL = "awaiting_approval"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_EVENTS: frozenset[str] = frozenset(
+    {EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED}
+)
+
+
+class EventLevel(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class NewRunEvent(WireModel):
+    """An event the operator wants recorded.
+
+    `dedupe_key` is derived from what happened (e.g. `step:search:1:succeeded`),
+    so a reconcile repeated after a crash records nothing twice.
+    """
+
+    dedupe_key: str
+    type: EventType
+    level: EventLevel = EventLevel.INFO
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunEvent(WireModel):
+    """An event as clients see it (seed 000's SSE event shape)."""
+
+    event_id: str
+    seq: int
+    run_id: str
+    tenant_id: str
+    ts: datetime
+    type: str
+    level: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+    @staticmethod
+    def make_id(run_id: str, seq: int) -> str:
+        return f"{run_id}:{seq}"

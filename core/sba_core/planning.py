@@ -1,0 +1,135 @@
+"""Planning: turning a run's prompt (or its explicit plan) into validated tool steps.
+
+`BuiltinPlanner` is deterministic and works offline: the same prompt always
+gives the same plan. An LLM planner is another implementation of `Planner`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sba_core.models.run import AgentRunSpec
+from sba_core.tools.names import ToolName
+from sba_core.tools.registry import ToolContractError, ToolRegistry
+
+
+class PlanningError(ValueError):
+    """The run cannot be planned as asked: a permanent failure, with a reason."""
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    id: str
+    tool: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[PlannedStep, ...]
+    planner: str
+    tokens_used: int = 0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+class Planner(Protocol):
+    name: str
+
+    async def plan(self, spec: AgentRunSpec) -> Plan: ...
+
+
+_SENTENCE = re.compile(r"(?<=[.?!;])\s+|\n+")
+_TITLE_LIMIT = 80
+
+
+def _questions(prompt: str) -> list[str]:
+    parts = [p.strip(" \t-*") for p in _SENTENCE.split(prompt)]
+    return [p for p in parts if len(p) >= 3]
+
+
+def _title(prompt: str) -> str:
+    first = _questions(prompt)[:1] or [prompt.strip()]
+    title = first[0].rstrip(".?!;: ")
+    if len(title) > _TITLE_LIMIT:
+        title = title[: _TITLE_LIMIT - 1].rstrip() + "…"
+    return title or "Document"
+
+
+def validate_steps(
+    steps: list[PlannedStep], registry: ToolRegistry, max_steps: int
+) -> tuple[PlannedStep, ...]:
+    """Check a plan against the registry; params come back with defaults filled in."""
+    if not steps:
+        raise PlanningError("the plan has no steps")
+    if len(steps) > max_steps:
+        raise PlanningError(f"the plan has {len(steps)} steps; options.maxSteps allows {max_steps}")
+    seen: set[str] = set()
+    checked: list[PlannedStep] = []
+    for index, step in enumerate(steps):
+        if step.id in seen:
+            raise PlanningError(f"step id {step.id!r} is used twice")
+        seen.add(step.id)
+        spec = registry.get(step.tool)
+        if spec is None:
+            known = ", ".join(sorted(registry))
+            raise PlanningError(f"step {index + 1} asks for unknown tool {step.tool!r}; known: {known}")
+        try:
+            params = spec.validate_params(step.params)
+        except ToolContractError as exc:
+            raise PlanningError(f"step {step.id!r}: {exc}") from exc
+        sources = getattr(params, "sources", None)
+        if sources:
+            unknown = [s for s in sources if s not in seen or s == step.id]
+            if unknown:
+                raise PlanningError(
+                    f"step {step.id!r} reads from {unknown}, which are not earlier steps"
+                )
+        checked.append(
+            PlannedStep(step.id, step.tool, params.model_dump(mode="json", by_alias=True))
+        )
+    return tuple(checked)
+
+
+class BuiltinPlanner:
+    """Search the knowledge base for each question in the prompt, then write a document."""
+
+    name = "builtin"
+
+    def __init__(self, registry: ToolRegistry) -> None:
+        self._registry = registry
+
+    def plan_sync(self, spec: AgentRunSpec) -> Plan:
+        max_steps = spec.options.max_steps
+        if spec.plan:
+            steps = [
+                PlannedStep(step.id or f"s{i + 1}", str(step.tool), dict(step.params))
+                for i, step in enumerate(spec.plan)
+            ]
+            return Plan(validate_steps(steps, self._registry, max_steps), planner="explicit")
+        if max_steps < 2:
+            raise PlanningError("the built-in planner needs options.maxSteps of at least 2")
+        questions = _questions(spec.prompt) or [spec.prompt.strip()]
+        questions = questions[: max_steps - 1]
+        searches = [
+            PlannedStep(
+                "search" if len(questions) == 1 else f"search-{i + 1}",
+                str(ToolName.KNOWLEDGE_SEARCH),
+                {"query": q[:2000], "topK": spec.options.top_k},
+            )
+            for i, q in enumerate(questions)
+        ]
+        render = PlannedStep(
+            "render",
+            str(ToolName.RENDER_DOCUMENT),
+            {
+                "title": _title(spec.prompt),
+                "locale": spec.options.locale,
+                "sources": [s.id for s in searches],
+            },
+        )
+        return Plan(validate_steps([*searches, render], self._registry, max_steps), planner=self.name)
+
+    async def plan(self, spec: AgentRunSpec) -> Plan:
+        return self.plan_sync(spec)
