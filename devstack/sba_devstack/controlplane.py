@@ -9,6 +9,7 @@ exactly as on a real cluster, so RBAC mistakes show up locally.
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import ssl
 import subprocess
@@ -235,7 +236,8 @@ class ControlPlane:
 
     def _spawn(self, component: str, args: list[str]) -> subprocess.Popen[bytes]:
         log = self.log_path(component)
-        with log.open("ab") if log.parent.exists() else _mkopen(log) as fh:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as fh:
             fh.write(f"\n==== {time.strftime('%F %T')} starting {component}\n".encode())
         proc = spawn([str(self.bin_dir / component), *args], log, cwd=self.state_dir)
         self._procs.append((component, proc))
@@ -364,10 +366,9 @@ class ControlPlane:
             ("kube-controller-manager", self.ports.controller_manager),
             ("kube-scheduler", self.ports.scheduler),
         ):
-            url = f"https://127.0.0.1:{port}/healthz"
             wait_until(
                 component,
-                lambda url=url: self._ok(url, insecure),  # type: ignore[misc]
+                functools.partial(self._ok, f"https://127.0.0.1:{port}/healthz", insecure),
                 procs[component],
                 self.log_path(component),
                 STARTUP_TIMEOUT,
@@ -387,11 +388,6 @@ class ControlPlane:
             self.log_path("kube-controller-manager"),
             STARTUP_TIMEOUT,
         )
-
-
-def _mkopen(path: Path):  # type: ignore[no-untyped-def]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("ab")
 
 
 def up(state_dir: Path, bin_dir: Path | None = None) -> ControlPlane:
