@@ -37,7 +37,10 @@ def _agentrun_spec_schema() -> dict[str, Any]:
     spec = _default_empty_objects(structural_schema(AgentRunSpec))
     for name in _IMMUTABLE_RUN_FIELDS:
         spec["properties"][name]["x-kubernetes-validations"] = [
-            {"rule": "self == oldSelf", "message": f"spec.{name} cannot be changed once the run exists"}
+            {
+                "rule": "self == oldSelf",
+                "message": f"spec.{name} cannot be changed once the run exists",
+            }
         ]
     plan = spec["properties"]["plan"]
     plan["x-kubernetes-list-type"] = "atomic"

@@ -74,7 +74,9 @@ def validate_steps(
         spec = registry.get(step.tool)
         if spec is None:
             known = ", ".join(sorted(registry))
-            raise PlanningError(f"step {index + 1} asks for unknown tool {step.tool!r}; known: {known}")
+            raise PlanningError(
+                f"step {index + 1} asks for unknown tool {step.tool!r}; known: {known}"
+            )
         try:
             params = spec.validate_params(step.params)
         except ToolContractError as exc:
@@ -129,7 +131,9 @@ class BuiltinPlanner:
                 "sources": [s.id for s in searches],
             },
         )
-        return Plan(validate_steps([*searches, render], self._registry, max_steps), planner=self.name)
+        return Plan(
+            validate_steps([*searches, render], self._registry, max_steps), planner=self.name
+        )
 
     async def plan(self, spec: AgentRunSpec) -> Plan:
         return self.plan_sync(spec)

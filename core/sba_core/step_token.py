@@ -33,7 +33,9 @@ class InvalidStepToken(ValueError):
     pass
 
 
-def mint_step_token(secret: str, claims: StepClaims, ttl_seconds: int, now: float | None = None) -> str:
+def mint_step_token(
+    secret: str, claims: StepClaims, ttl_seconds: int, now: float | None = None
+) -> str:
     issued = int(now if now is not None else time.time())
     payload: dict[str, Any] = {
         **claims.model_dump(mode="json"),

@@ -69,6 +69,10 @@ class _Pki:
     kubelet_client_key: Path = field(init=False)
     admin_crt: Path = field(init=False)
     admin_key: Path = field(init=False)
+    front_proxy_ca_crt: Path = field(init=False)
+    front_proxy_ca_key: Path = field(init=False)
+    front_proxy_client_crt: Path = field(init=False)
+    front_proxy_client_key: Path = field(init=False)
     sa_pub: Path = field(init=False)
     sa_key: Path = field(init=False)
 
@@ -78,6 +82,8 @@ class _Pki:
             "apiserver",
             "kubelet_client",
             "admin",
+            "front_proxy_ca",
+            "front_proxy_client",
         ):
             setattr(self, f"{name}_crt", self.dir / f"{name.replace('_', '-')}.crt")
             setattr(self, f"{name}_key", self.dir / f"{name.replace('_', '-')}.key")
@@ -196,6 +202,15 @@ class ControlPlane:
         if not pki.admin_crt.exists():
             admin = certs.issue_client_cert(self._ca, "sba-admin", ["system:masters"])
             admin.write(pki.admin_crt, pki.admin_key)
+        if not pki.front_proxy_client_crt.exists():
+            # Aggregation-layer trust, kept on its own CA as kubeadm does: the
+            # controller-manager and scheduler read it for delegated authentication and
+            # log errors every few seconds when it is missing.
+            front_ca = certs.create_ca("sba-devstack-front-proxy-ca")
+            front_ca.write(pki.front_proxy_ca_crt, pki.front_proxy_ca_key)
+            certs.issue_client_cert(front_ca, "front-proxy-client").write(
+                pki.front_proxy_client_crt, pki.front_proxy_client_key
+            )
         if not pki.sa_key.exists():
             certs.create_service_account_keys().write(pki.sa_pub, pki.sa_key)
         # Kubeconfigs embed the server URL, whose port may differ per start.
@@ -286,12 +301,23 @@ class ControlPlane:
                 f"--client-ca-file={pki.ca_crt}",
                 f"--kubelet-client-certificate={pki.kubelet_client_crt}",
                 f"--kubelet-client-key={pki.kubelet_client_key}",
+                f"--requestheader-client-ca-file={pki.front_proxy_ca_crt}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki.front_proxy_client_crt}",
+                f"--proxy-client-key-file={pki.front_proxy_client_key}",
                 f"--service-account-issuer={SA_ISSUER}",
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--authorization-mode=Node,RBAC",
                 "--allow-privileged=false",
+                # Endpoints may not point at loopback, so the `kubernetes` Service cannot
+                # be backed by 127.0.0.1; don't let the reconciler fail every 10s. Pods
+                # run by the dev node agent reach the apiserver directly instead.
+                "--endpoint-reconciler-type=none",
                 # Defaults (NamespaceLifecycle, LimitRanger, ServiceAccount, PodSecurity,
                 # ResourceQuota, DefaultTolerationSeconds, ...) stay on; NodeRestriction
                 # pairs with the Node authorizer to confine node identities.
@@ -340,6 +366,8 @@ class ControlPlane:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--controllers=*",
                 "--concurrent-job-syncs=10",
+                # Otherwise it creates /usr/libexec/kubernetes/... on the host.
+                f"--flex-volume-plugin-dir={self.state_dir / 'flexvolume'}",
                 # Single-node dev cluster: a node agent that restarts or pauses in a
                 # debugger should not see its pods evicted. Defaults are 50s / 1m; pods
                 # also tolerate not-ready/unreachable for 300s (DefaultTolerationSeconds).

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
@@ -44,8 +45,11 @@ class PostgresError(RuntimeError):
 
 
 def _bin_dir() -> Path:
-    # Imported lazily: pgserver is a dev-only dependency.
-    from pgserver._commands import POSTGRES_BIN_PATH
+    # Imported lazily: pgserver is a dev-only dependency. Importing it warns
+    # when XDG_RUNTIME_DIR is unset (it computes a lock path we never use).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pgserver._commands import POSTGRES_BIN_PATH
 
     path: Path = POSTGRES_BIN_PATH
     return path
@@ -79,13 +83,16 @@ class PostgresServer:
     def data_dir(self) -> Path:
         return self._data_dir
 
-    def dsn(self, database: str = "postgres") -> str:
-        """A `postgresql://` DSN for `database` on this server."""
+    def dsn(self, database: str | None = None) -> str:
+        """A `postgresql://` DSN for `database`, or for the server's default database."""
         if self._external_url is not None:
+            if database is None:
+                return self._external_url
             return with_database(self._external_url, database)
         if self._port is None:
             raise PostgresError("the server has not been started")
-        return f"postgresql://{_SUPERUSER}@{self._host}:{self._port}/{quote(database)}"
+        name = quote(database or _SUPERUSER)
+        return f"postgresql://{_SUPERUSER}@{self._host}:{self._port}/{name}"
 
     def start(self) -> str:
         """Start the server (idempotent), check pgvector, return the admin DSN."""
@@ -166,6 +173,8 @@ class PostgresServer:
         )
 
         entry = ensure_user_exists(user)
+        if entry is None:
+            raise PostgresError(f"could not create the system user {user!r}")
         ensure_prefix_permissions(self._data_dir)
         # One-time chmod of the wheel's binaries, as pgserver itself does.
         bin_dir = _bin_dir()
@@ -189,14 +198,18 @@ class PostgresServer:
         log_file = self._data_dir / "server.log"
         try:
             self._run(
-                ["pg_ctl", "-D", str(self._data_dir), "-o", options, "-l", str(log_file), "-w"]
-                + ["-t", str(_START_TIMEOUT_S), "start"],
+                [
+                    *("pg_ctl", "-D", str(self._data_dir), "-o", options),
+                    *("-l", str(log_file), "-w", "-t", str(_START_TIMEOUT_S), "start"),
+                ],
                 timeout=_START_TIMEOUT_S + 10,
             )
         except PostgresError as err:
             log = log_file.read_text(errors="replace") if log_file.exists() else ""
             raise PostgresError(f"{err}\n--- server log ---\n{log[-4000:]}") from err
-        _log.info("embedded postgres listening on %s:%s (%s)", self._host, self._port, self._data_dir)
+        _log.info(
+            "embedded postgres listening on %s:%s (%s)", self._host, self._port, self._data_dir
+        )
 
     def _is_running(self) -> bool:
         """Adopt a server already running in this data dir (e.g. left by `make dev`)."""

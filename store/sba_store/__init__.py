@@ -1,1 +1,46 @@
-"""sba_store."""
+"""sba_store: the only package that talks SQL.
+
+Callers create one pool with `create_pool(dsn)` and pass it to the repositories.
+"""
+
+from sba_store.artifacts import ArtifactRepository
+from sba_store.audit import AuditRepository
+from sba_store.db import create_pool, tenant_transaction
+from sba_store.events import EventRepository
+from sba_store.knowledge import KnowledgeRepository
+from sba_store.records import (
+    ArtifactRecord,
+    AuditRecord,
+    KnowledgeDocumentRecord,
+    KnowledgeHitRecord,
+    NewEvent,
+    RunEventRecord,
+    RunRecord,
+    TenantRecord,
+    ToolCallRecord,
+)
+from sba_store.runs import RunNameConflictError, RunRepository
+from sba_store.tenants import TenantRepository
+from sba_store.tool_calls import ToolCallRepository
+
+__all__ = [
+    "ArtifactRecord",
+    "ArtifactRepository",
+    "AuditRecord",
+    "AuditRepository",
+    "EventRepository",
+    "KnowledgeDocumentRecord",
+    "KnowledgeHitRecord",
+    "KnowledgeRepository",
+    "NewEvent",
+    "RunEventRecord",
+    "RunNameConflictError",
+    "RunRecord",
+    "RunRepository",
+    "TenantRecord",
+    "TenantRepository",
+    "ToolCallRecord",
+    "ToolCallRepository",
+    "create_pool",
+    "tenant_transaction",
+]

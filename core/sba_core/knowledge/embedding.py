@@ -9,6 +9,7 @@ which is what the offline default, the tests and the benchmarks need.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import re
 import unicodedata
@@ -78,7 +79,7 @@ def _features(text: str) -> dict[str, float]:
     """Sub-linearly weighted unigram and bigram features."""
     words = normalise_words(text)
     counts: Counter[str] = Counter(f"u:{word}" for word in words)
-    bigrams: Counter[str] = Counter(f"b:{a} {b}" for a, b in zip(words, words[1:], strict=False))
+    bigrams: Counter[str] = Counter(f"b:{a} {b}" for a, b in itertools.pairwise(words))
     features = {feature: 1.0 + math.log(count) for feature, count in counts.items()}
     features.update(
         (feature, _BIGRAM_WEIGHT * (1.0 + math.log(count))) for feature, count in bigrams.items()

@@ -1,0 +1,270 @@
+"""`make dev`: the whole system on this machine, with embedded defaults.
+
+Starts, in order: the local control plane, Postgres (pgvector), Redis, the
+migrations, the CRDs, the local node agent, the API and the operator; then
+provisions the demo tenant and loads its knowledge documents through the API.
+Everything lives under `.dev/` and stops on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sba_devstack.binaries import default_repo_root, ensure_binaries
+from sba_devstack.controlplane import ControlPlane
+from sba_devstack.controlplane import up as control_plane_up
+from sba_devstack.postgres_server import PostgresServer, create_database, with_database
+from sba_devstack.procs import StartupError
+from sba_devstack.redis_server import RedisServer
+from sba_devstack.services import Service, http_ok
+
+API_PORT = 8080
+REDIS_PORT = 16379
+POSTGRES_PORT = 15432
+DATABASE = "sba"
+DEMO_TENANT = "demo"
+
+
+@dataclass
+class StackPaths:
+    root: Path
+
+    @property
+    def state(self) -> Path:
+        return self.root / ".dev"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state / "kubeconfig"
+
+    @property
+    def logs(self) -> Path:
+        return self.state / "logs"
+
+    @property
+    def secret_file(self) -> Path:
+        return self.state / "step-token-secret"
+
+
+@dataclass
+class Stack:
+    """The running dev stack; `stop()` brings it down in reverse order."""
+
+    paths: StackPaths
+    control_plane: ControlPlane | None = None
+    postgres: PostgresServer | None = None
+    redis: RedisServer | None = None
+    services: list[Service] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+        self.services.clear()
+        if self.redis is not None:
+            self.redis.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+        if self.control_plane is not None:
+            self.control_plane.stop()
+
+
+def _say(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def _kubectl(bin_dir: Path, kubeconfig: Path, *args: str) -> str:
+    result = subprocess.run(
+        [str(bin_dir / "kubectl"), f"--kubeconfig={kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StartupError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _step_token_secret(paths: StackPaths) -> str:
+    # Kept across restarts so tokens of running steps stay valid.
+    if not paths.secret_file.exists():
+        paths.state.mkdir(parents=True, exist_ok=True)
+        paths.secret_file.write_text(secrets.token_urlsafe(48))
+        paths.secret_file.chmod(0o600)
+    return paths.secret_file.read_text().strip()
+
+
+async def _ensure_database(admin_dsn: str) -> str:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        exists = await conn.fetchval("select 1 from pg_database where datname = $1", DATABASE)
+    finally:
+        await conn.close()
+    if exists:
+        return with_database(admin_dsn, DATABASE)
+    return await create_database(admin_dsn, DATABASE)
+
+
+def _post_json(url: str, body: dict[str, object]) -> dict[str, object]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        answer: dict[str, object] = json.loads(resp.read())
+        return answer
+
+
+def _wait_tenant_ready(bin_dir: Path, kubeconfig: Path, tenant: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        phase = _kubectl(
+            bin_dir, kubeconfig, "get", "tenant", tenant, "-o", "jsonpath={.status.phase}"
+        )
+        if phase.strip() == "ready":
+            return
+        time.sleep(0.5)
+    raise StartupError(
+        f"tenant {tenant} not ready after {timeout:.0f}s; see .dev/logs/operator.log"
+    )
+
+
+def up(root: Path) -> Stack:
+    paths = StackPaths(root)
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    stack = Stack(paths)
+    try:
+        _say("building or locating the control-plane binaries")
+        bin_dir = ensure_binaries(root)
+        _say("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler")
+        stack.control_plane = control_plane_up(paths.state / "cluster", bin_dir)
+        kubeconfig = stack.control_plane.kubeconfig
+        _say("starting Postgres (pgvector) and Redis")
+        stack.postgres = PostgresServer(paths.state / "postgres", port=POSTGRES_PORT)
+        admin_dsn = stack.postgres.start()
+        dsn = asyncio.run(_ensure_database(admin_dsn))
+        stack.redis = RedisServer(paths.state / "redis", port=REDIS_PORT).start()
+        _say("applying migrations and CRDs")
+        from sba_store.migrate import migrate_dsn
+
+        asyncio.run(migrate_dsn(dsn))
+        _kubectl(bin_dir, kubeconfig, "apply", "--server-side", "-f", str(root / "crds"))
+        _kubectl(
+            bin_dir,
+            kubeconfig,
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=60s",
+        )
+        api_url = f"http://127.0.0.1:{API_PORT}"
+        stack.env = {
+            "KUBECONFIG": str(kubeconfig),
+            "DATABASE_URL": dsn,
+            "REDIS_URL": stack.redis.url,
+            "SBA_STEP_TOKEN_SECRET": _step_token_secret(paths),
+            "SBA_API_HOST": "127.0.0.1",
+            "SBA_API_PORT": str(API_PORT),
+            "SBA_PUBLIC_URL": api_url,
+            "SBA_GATEWAY_URL": api_url,
+            "SBA_NODE_WORK_DIR": str(paths.state / "node"),
+        }
+        _say("starting the local node agent, the API and the operator")
+        for command, ready in (
+            ("node-agent", None),
+            ("api", http_ok(f"{api_url}/readyz")),
+            ("operator", None),
+        ):
+            service = Service(command, stack.env, paths.logs / f"{command}.log", ready=ready)
+            stack.services.append(service.start())
+        _say("provisioning the demo tenant and its knowledge base")
+        _kubectl(bin_dir, kubeconfig, "apply", "-f", str(root / "examples" / "tenant-demo.yaml"))
+        _wait_tenant_ready(bin_dir, kubeconfig, DEMO_TENANT)
+        for doc in sorted((root / "examples" / "knowledge").glob("*.md")):
+            text = doc.read_text()
+            title = text.splitlines()[0].lstrip("# ").strip()
+            _post_json(
+                f"{api_url}/api/v1/knowledge/documents",
+                {"tenant": DEMO_TENANT, "title": title, "content": text, "source": doc.name},
+            )
+        _print_next_steps(paths, bin_dir, api_url)
+        return stack
+    except BaseException:
+        stack.stop()
+        raise
+
+
+def _print_next_steps(paths: StackPaths, bin_dir: Path, api_url: str) -> None:
+    kubectl = f"{bin_dir / 'kubectl'} --kubeconfig {paths.kubeconfig}"
+    print(
+        f"""
+SBA Agentic is up. Logs: {paths.logs}/
+
+  export KUBECONFIG={paths.kubeconfig} PATH={bin_dir}:$PATH
+
+  # a run through kubectl
+  kubectl apply -f examples/run-demo.yaml
+  kubectl -n tenant-demo get agentruns -w
+
+  # a run through the API, and its live events
+  curl -s -X POST {api_url}/api/v1/runs -H 'Content-Type: application/json' \\
+       -d '{{"tenant":"demo","prompt":"What is our refund policy for damaged goods?"}}'
+  curl -N {api_url}/api/v1/runs/<id>/events
+
+  API docs: {api_url}/docs     kubectl: {kubectl}
+
+Ctrl-C stops everything.
+""",
+        flush=True,
+    )
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(action: str = "up") -> int:
+    root = default_repo_root()
+    if action == "status":
+        print(f"state dir: {StackPaths(root).state}")
+        return 0
+    if action == "down":
+        print("`make dev` runs in the foreground; stop it with Ctrl-C.")
+        return 0
+    with _signals_raise():
+        stack = up(root)
+        try:
+            while all(service.running for service in stack.services):
+                time.sleep(1)
+            dead = [s.command for s in stack.services if not s.running]
+            print(f"stopping: {', '.join(dead)} exited; see {stack.paths.logs}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            _say("stopping")
+            stack.stop()
