@@ -141,6 +141,8 @@ class ControlPlane:
         return certs.write_kubeconfig(path, self.server, self.ca.cert_pem, client, user)
 
     def start(self) -> ControlPlane:
+        if self._procs:  # already running (e.g. `with up(...)`)
+            return self
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.ports = self._requested_ports.resolved()
         for port in self.ports.as_tuple():
@@ -426,3 +428,27 @@ def up(state_dir: Path, bin_dir: Path | None = None) -> ControlPlane:
 
         bin_dir = ensure_binaries(default_repo_root())
     return ControlPlane(state_dir, bin_dir, DEV_PORTS).start()
+
+
+def main() -> None:
+    """`python -m sba_devstack.controlplane [STATE_DIR]`: run the dev control plane in
+    the foreground until Ctrl-C (default state dir: <repo>/.dev/controlplane)."""
+    import signal
+    import sys
+
+    from sba_devstack.binaries import default_repo_root
+
+    default = default_repo_root() / ".dev" / "controlplane"
+    state_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else default
+    started = time.monotonic()
+    with up(state_dir) as cp:
+        print(f"control plane ready in {time.monotonic() - started:.1f}s at {cp.server}")
+        print(f"export KUBECONFIG={cp.kubeconfig}")
+        print(f"logs: {cp.log_path('kube-apiserver').parent}")
+        # Block only now, after the children were spawned, so they don't inherit the mask.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+
+
+if __name__ == "__main__":
+    main()

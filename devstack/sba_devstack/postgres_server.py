@@ -166,11 +166,13 @@ class PostgresServer:
 
     def _grant_access(self, user: str) -> None:
         """Let the unprivileged server user reach the binaries and own the data dir."""
-        from pgserver.utils import (
-            ensure_folder_permissions,
-            ensure_prefix_permissions,
-            ensure_user_exists,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from pgserver.utils import (
+                ensure_folder_permissions,
+                ensure_prefix_permissions,
+                ensure_user_exists,
+            )
 
         entry = ensure_user_exists(user)
         if entry is None:

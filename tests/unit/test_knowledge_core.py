@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -28,9 +29,7 @@ def _cosine(a: list[float], b: list[float]) -> float:
 
 
 def test_short_text_is_one_chunk() -> None:
-    assert chunk_text("Hello world.\n\nSecond paragraph.") == [
-        "Hello world.\n\nSecond paragraph."
-    ]
+    assert chunk_text("Hello world.\n\nSecond paragraph.") == ["Hello world.\n\nSecond paragraph."]
 
 
 def test_empty_text_has_no_chunks() -> None:
@@ -51,7 +50,7 @@ def test_chunks_are_bounded_and_cover_the_text() -> None:
 def test_chunks_overlap() -> None:
     text = " ".join(f"Sentence number {i} talks about topic {i}." for i in range(200))
     chunks = chunk_text(text, max_chars=300, overlap=60)
-    for previous, current in zip(chunks, chunks[1:], strict=False):
+    for previous, current in itertools.pairwise(chunks):
         # The next chunk starts with words from the end of the previous one.
         first_words = " ".join(current.split(" ")[:3])
         assert first_words in previous[-80:]
@@ -70,7 +69,7 @@ def test_chunking_is_deterministic() -> None:
 
 @pytest.mark.parametrize(("max_chars", "overlap"), [(10, 0), (100, 60), (100, -1)])
 def test_chunking_rejects_bad_bounds(max_chars: int, overlap: int) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be"):
         chunk_text("text", max_chars=max_chars, overlap=overlap)
 
 

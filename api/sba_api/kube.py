@@ -1,0 +1,159 @@
+"""The API's Kubernetes adapter: AgentRun create/get through CustomObjectsApi.
+
+The `kubernetes` client is synchronous; every call runs in a worker thread.
+`ApiException` and connection errors never leave this module: they become
+`TenantNotFound`, `AgentRunNotFound`, `UpstreamError` or `ServiceUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from sba_api.errors import ApiError, NotFound, ServiceUnavailable, UpstreamError
+from sba_api.settings import KubernetesSettings
+from sba_core.group import AGENTRUN_PLURAL, GROUP, VERSION
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class TenantNotFound(NotFound):
+    code = "tenant_not_found"
+
+
+class AgentRunNotFound(NotFound):
+    code = "run_not_found"
+
+
+def _status_body(exc: ApiException) -> dict[str, Any]:
+    try:
+        body = json.loads(exc.body) if exc.body else {}
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _translate(exc: Exception, what: str) -> ApiError:
+    if isinstance(exc, ApiException):
+        body = _status_body(exc)
+        message = str(body.get("message") or exc.reason or "")
+        if exc.status in (401, 403):
+            return UpstreamError(f"Kubernetes refused to {what}: {message}")
+        if exc.status == 422:
+            return UpstreamError(f"Kubernetes rejected the object while trying to {what}: {message}")
+        if exc.status is not None and exc.status >= 500:
+            return ServiceUnavailable(f"Kubernetes failed to {what}: {message}")
+        return UpstreamError(f"Kubernetes answered {exc.status} while trying to {what}: {message}")
+    return ServiceUnavailable(f"Kubernetes is unreachable while trying to {what}: {exc}")
+
+
+def build_api_client(settings: KubernetesSettings) -> Any:
+    """An ApiClient from the kubeconfig path, the in-cluster config, or ~/.kube/config."""
+    if settings.kubeconfig is not None:
+        return config.new_client_from_config(config_file=str(settings.kubeconfig))
+    if settings.in_cluster:
+        configuration = client.Configuration()
+        config.load_incluster_config(client_configuration=configuration)
+        return client.ApiClient(configuration)
+    default = Path.home() / ".kube" / "config"
+    return config.new_client_from_config(config_file=str(default))
+
+
+class KubeClient:
+    """AgentRun operations the API needs; nothing else."""
+
+    def __init__(self, api_client: Any) -> None:
+        self._api_client = api_client
+        self._custom = client.CustomObjectsApi(api_client)
+        self._core = client.CoreV1Api(api_client)
+
+    def close(self) -> None:
+        self._api_client.close()
+
+    async def _call(self, what: str, func: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(func)
+        except (ApiException, Urllib3Error, OSError) as exc:
+            raise _translate(exc, what) from exc
+
+    async def create_agent_run(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create an AgentRun; a missing namespace is `TenantNotFound`."""
+
+        def call() -> dict[str, Any]:
+            try:
+                result: dict[str, Any] = self._custom.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, AGENTRUN_PLURAL, body
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    details = _status_body(exc).get("details") or {}
+                    if details.get("kind") == "namespaces" or not self._namespace_exists_sync(
+                        namespace
+                    ):
+                        raise TenantNotFound(
+                            f"tenant namespace {namespace!r} does not exist"
+                        ) from exc
+                    raise UpstreamError(
+                        "the AgentRun resource is not installed in the cluster (apply crds/)"
+                    ) from exc
+                raise
+            return result
+
+        return await self._call("create the AgentRun", call)
+
+    def _namespace_exists_sync(self, namespace: str) -> bool:
+        try:
+            self._core.read_namespace(namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            return True  # cannot tell (e.g. no RBAC to read namespaces): assume it exists
+        return True
+
+    async def get_agent_run(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The AgentRun, or None when it does not exist (any more)."""
+
+        def call() -> dict[str, Any] | None:
+            try:
+                result: dict[str, Any] = self._custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, AGENTRUN_PLURAL, name
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            return result
+
+        return await self._call("read the AgentRun", call)
+
+    async def delete_agent_run(self, namespace: str, name: str) -> None:
+        """Delete an AgentRun (compensation when recording it failed); absent is fine."""
+
+        def call() -> None:
+            try:
+                self._custom.delete_namespaced_custom_object(
+                    GROUP, VERSION, namespace, AGENTRUN_PLURAL, name
+                )
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+        await self._call("delete the AgentRun", call)
+
+    async def ping(self) -> None:
+        """Cheap reachability check (the API server's /version)."""
+
+        def call() -> None:
+            client.VersionApi(self._api_client).get_code()
+
+        await self._call("reach the API server", call)

@@ -1,0 +1,229 @@
+"""Creating, reading and listing runs."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from sba_api.errors import BadRequest, ErrorItem, NotFound, UpstreamError
+from sba_api.kube import KubeClient
+from sba_api.schemas import RunCreated, RunLinks, RunList, RunSummary, RunView
+from sba_api.services._boundary import store_boundary
+from sba_core.group import (
+    AGENTRUN_KIND,
+    API_VERSION,
+    LABEL_MANAGED_BY,
+    LABEL_TENANT,
+    MANAGED_BY,
+    tenant_namespace,
+)
+from sba_core.models.run import AgentRunSpec, AgentRunStatus, RunPhase
+from sba_core.planning import PlannedStep, PlanningError, validate_steps
+from sba_core.tools.registry import ToolRegistry
+from sba_store.records import RunRecord
+from sba_store.runs import RunRepository
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+class RunNotFound(NotFound):
+    code = "run_not_found"
+
+
+class InvalidPlan(BadRequest):
+    code = "invalid_plan"
+
+
+class InvalidCursor(BadRequest):
+    code = "invalid_cursor"
+
+
+def run_links(run_id: str) -> RunLinks:
+    base = f"{API_PREFIX}/runs/{run_id}"
+    return RunLinks(self=base, events=f"{base}/events", artifacts=f"{base}/artifacts")
+
+
+def parse_run_id(raw: str) -> UUID:
+    """A run id from a URL; anything that is not a uuid is an unknown run."""
+    try:
+        return UUID(raw)
+    except ValueError as exc:
+        raise RunNotFound(f"run {raw!r} not found") from exc
+
+
+def encode_cursor(created_at: datetime, run_id: UUID) -> str:
+    raw = json.dumps([created_at.isoformat(), str(run_id)], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, run_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return datetime.fromisoformat(created), UUID(run_id)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise InvalidCursor(
+            "the cursor is not one this API returned",
+            details=[ErrorItem(loc="cursor", msg="invalid cursor")],
+        ) from exc
+
+
+class RunService:
+    def __init__(self, runs: RunRepository, kube: KubeClient, registry: ToolRegistry) -> None:
+        self._runs = runs
+        self._kube = kube
+        self._registry = registry
+
+    def check_plan(self, spec: AgentRunSpec) -> None:
+        """Refuse an explicit plan the operator would fail, before anything is created."""
+        if not spec.plan:
+            return
+        steps = [
+            PlannedStep(step.id or f"s{i + 1}", str(step.tool), dict(step.params))
+            for i, step in enumerate(spec.plan)
+        ]
+        try:
+            validate_steps(steps, self._registry, spec.options.max_steps)
+        except PlanningError as exc:
+            raise InvalidPlan(str(exc), details=[ErrorItem(loc="plan", msg=str(exc))]) from exc
+
+    async def create(self, spec: AgentRunSpec) -> RunCreated:
+        self.check_plan(spec)
+        namespace = tenant_namespace(spec.tenant)
+        body: dict[str, Any] = {
+            "apiVersion": API_VERSION,
+            "kind": AGENTRUN_KIND,
+            "metadata": {
+                "generateName": "run-",
+                "namespace": namespace,
+                "labels": {LABEL_TENANT: spec.tenant, LABEL_MANAGED_BY: MANAGED_BY},
+            },
+            "spec": spec.wire(),
+        }
+        created = await self._kube.create_agent_run(namespace, body)
+        metadata = created.get("metadata") or {}
+        uid, name = metadata.get("uid"), metadata.get("name")
+        if not isinstance(uid, str) or not isinstance(name, str):
+            raise UpstreamError("Kubernetes returned an AgentRun without uid or name")
+        try:
+            with store_boundary("record the run"):
+                await self._runs.upsert(
+                    run_id=UUID(uid),
+                    tenant_id=spec.tenant,
+                    namespace=namespace,
+                    name=name,
+                    prompt=spec.prompt,
+                    spec=spec.wire(),
+                    user_id=spec.user,
+                )
+        except Exception:
+            # Without its row the client could never find the run: take it back.
+            log.warning("recording run %s/%s failed; deleting the AgentRun", namespace, name)
+            try:
+                await self._kube.delete_agent_run(namespace, name)
+            except Exception:
+                log.exception("could not delete AgentRun %s/%s", namespace, name)
+            raise
+        return RunCreated(
+            id=uid,
+            name=name,
+            namespace=namespace,
+            tenant=spec.tenant,
+            phase=RunPhase.PENDING.value,
+            links=run_links(uid),
+        )
+
+    async def record(self, run_id: UUID) -> RunRecord:
+        with store_boundary("read the run"):
+            record = await self._runs.get(run_id)
+        if record is None:
+            raise RunNotFound(f"run {run_id} not found")
+        return record
+
+    async def get(self, raw_id: str) -> RunView:
+        record = await self.record(parse_run_id(raw_id))
+        live = await self._kube.get_agent_run(record.namespace, record.name)
+        if live is not None and (live.get("metadata") or {}).get("uid") != str(record.id):
+            live = None  # a different object reusing the name: ours is gone
+        return _view(record, live)
+
+    async def list(
+        self, tenant: str, *, limit: int, cursor: str | None
+    ) -> RunList:
+        before = decode_cursor(cursor) if cursor else None
+        with store_boundary("list runs"):
+            records = await self._runs.list_for_tenant(tenant, limit=limit + 1, before=before)
+        page = records[:limit]
+        next_cursor = (
+            encode_cursor(page[-1].created_at, page[-1].id) if len(records) > limit else None
+        )
+        return RunList(items=[_summary(r) for r in page], next_cursor=next_cursor)
+
+
+def _summary(record: RunRecord) -> RunSummary:
+    run_id = str(record.id)
+    return RunSummary(
+        id=run_id,
+        name=record.name,
+        namespace=record.namespace,
+        tenant=record.tenant_id,
+        phase=record.phase,
+        prompt=record.prompt,
+        user=record.user_id,
+        created_at=record.created_at,
+        finished_at=record.finished_at,
+        links=run_links(run_id),
+    )
+
+
+def _view(record: RunRecord, live: dict[str, Any] | None) -> RunView:
+    run_id = str(record.id)
+    base: dict[str, Any] = {
+        "id": run_id,
+        "name": record.name,
+        "namespace": record.namespace,
+        "tenant": record.tenant_id,
+        "prompt": record.prompt,
+        "user": record.user_id,
+        "phase": record.phase,
+        "spec": record.spec,
+        "created_at": record.created_at,
+        "finished_at": record.finished_at,
+        "links": run_links(run_id),
+        "source": "database",
+    }
+    if live is None:
+        return RunView(**base)
+    raw_status = live.get("status") or {}
+    try:
+        status = AgentRunStatus.model_validate(raw_status)
+    except ValidationError:
+        # The operator wrote something newer than this API understands: show what we can.
+        log.warning("AgentRun %s has a status this API cannot parse", run_id, exc_info=True)
+        phase = raw_status.get("phase")
+        base.update(source="cluster", phase=phase if isinstance(phase, str) else record.phase)
+        return RunView(**base)
+    base.update(
+        source="cluster",
+        phase=status.phase.value,
+        current_step=status.current_step,
+        steps=status.steps,
+        conditions=status.conditions,
+        usage=status.usage,
+        result=status.result,
+        reason=status.reason,
+        message=status.message,
+        started_at=status.started_at,
+        finished_at=status.finished_at or record.finished_at,
+        spec=live.get("spec") or record.spec,
+    )
+    return RunView(**base)

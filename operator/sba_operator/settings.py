@@ -1,0 +1,165 @@
+"""The operator's settings, grouped by concern and read once from the environment.
+
+Nothing here opens a connection: `Settings.from_env()` is called by `main.run`,
+and the result is handed to Kopf's startup handler through the memo.
+
+| variable | default | what |
+|---|---|---|
+| SBA_WATCH_NAMESPACES | (all) | comma-separated namespaces (globs allowed); empty = cluster-wide |
+| KUBECONFIG | (in-cluster, then ~/.kube/config) | kubeconfig for the operator's own client |
+| SBA_OPERATOR_PEERING | (standalone) | Kopf peering name; empty runs standalone |
+| DATABASE_URL | required | Postgres DSN |
+| SBA_DB_POOL_MAX | 10 | asyncpg pool size |
+| REDIS_URL | redis://localhost:6379/0 | run-event announcements |
+| SBA_TOOL_IMAGE | sba-agentic/tool-runtime:0.1.0 | image of tool Jobs |
+| SBA_GATEWAY_URL | http://sba-api.sba-system.svc:8080 | tool gateway base URL, as pods see it |
+| SBA_STEP_TOKEN_SECRET | required | HS256 key shared with the API's gateway |
+| SBA_STEP_TOKEN_TTL | 900 | step-token lifetime, seconds |
+| SBA_JOB_ACTIVE_DEADLINE | 300 | Job activeDeadlineSeconds |
+| SBA_JOB_BACKOFF_LIMIT | 0 | Job backoffLimit (pod retries inside one attempt) |
+| SBA_JOB_TTL_AFTER_FINISHED | 3600 | Job ttlSecondsAfterFinished |
+| SBA_JOB_TMP_SIZE | 64Mi | sizeLimit of the /tmp emptyDir |
+| SBA_JOB_CPU_REQUEST / SBA_JOB_MEMORY_REQUEST / SBA_JOB_EPHEMERAL_REQUEST | 50m / 64Mi / 16Mi | requests |
+| SBA_KOPF_SERVER_TIMEOUT / SBA_KOPF_CLIENT_TIMEOUT | 300 / 330 | watch timeouts, seconds |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_TOOL_IMAGE = "sba-agentic/tool-runtime:0.1.0"
+DEFAULT_GATEWAY_URL = "http://sba-api.sba-system.svc:8080"
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a runnable operator."""
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch; empty means cluster-wide."""
+    kubeconfig: str | None = None
+    peering: str | None = None
+    """Kopf peering name; None runs standalone (one replica)."""
+    server_timeout: float = 300.0
+    client_timeout: float = 330.0
+    connect_timeout: float = 10.0
+    request_timeout: float = 60.0
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.namespaces
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str
+    pool_min: int = 1
+    pool_max: int = 10
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str = "redis://localhost:6379/0"
+
+
+@dataclass(frozen=True)
+class JobDefaults:
+    """What every tool Job gets unless the tool's spec says otherwise."""
+
+    active_deadline_seconds: int = 300
+    backoff_limit: int = 0
+    ttl_seconds_after_finished: int = 3600
+    tmp_size_limit: str = "64Mi"
+    requests: Mapping[str, str] = field(
+        default_factory=lambda: {"cpu": "50m", "memory": "64Mi", "ephemeral-storage": "16Mi"}
+    )
+
+
+@dataclass(frozen=True)
+class ToolSettings:
+    step_token_secret: str = field(repr=False)
+    image: str = DEFAULT_TOOL_IMAGE
+    gateway_url: str = DEFAULT_GATEWAY_URL
+    step_token_ttl_seconds: int = 900
+    job: JobDefaults = field(default_factory=JobDefaults)
+
+
+@dataclass(frozen=True)
+class Settings:
+    kubernetes: KubernetesSettings
+    database: DatabaseSettings
+    redis: RedisSettings
+    tools: ToolSettings
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def text(name: str, default: str = "") -> str:
+            return env.get(name, "").strip() or default
+
+        def required(name: str) -> str:
+            value = text(name)
+            if not value:
+                raise SettingsError(f"{name} must be set")
+            return value
+
+        def number(name: str, default: int, minimum: int = 0) -> int:
+            raw = text(name)
+            if not raw:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+            if value < minimum:
+                raise SettingsError(f"{name} must be at least {minimum}")
+            return value
+
+        def seconds(name: str, default: float) -> float:
+            raw = text(name)
+            try:
+                value = float(raw) if raw else default
+            except ValueError:
+                raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+            if value <= 0:
+                raise SettingsError(f"{name} must be positive")
+            return value
+
+        namespaces = tuple(ns.strip() for ns in text("SBA_WATCH_NAMESPACES").split(",") if ns.strip())
+        job = JobDefaults(
+            active_deadline_seconds=number("SBA_JOB_ACTIVE_DEADLINE", 300, 1),
+            backoff_limit=number("SBA_JOB_BACKOFF_LIMIT", 0, 0),
+            ttl_seconds_after_finished=number("SBA_JOB_TTL_AFTER_FINISHED", 3600, 60),
+            tmp_size_limit=text("SBA_JOB_TMP_SIZE", "64Mi"),
+            requests={
+                "cpu": text("SBA_JOB_CPU_REQUEST", "50m"),
+                "memory": text("SBA_JOB_MEMORY_REQUEST", "64Mi"),
+                "ephemeral-storage": text("SBA_JOB_EPHEMERAL_REQUEST", "16Mi"),
+            },
+        )
+        return cls(
+            kubernetes=KubernetesSettings(
+                namespaces=namespaces,
+                kubeconfig=text("KUBECONFIG") or None,
+                peering=text("SBA_OPERATOR_PEERING") or None,
+                server_timeout=seconds("SBA_KOPF_SERVER_TIMEOUT", 300.0),
+                client_timeout=seconds("SBA_KOPF_CLIENT_TIMEOUT", 330.0),
+            ),
+            database=DatabaseSettings(
+                url=required("DATABASE_URL"),
+                pool_max=number("SBA_DB_POOL_MAX", 10, 1),
+            ),
+            redis=RedisSettings(url=text("REDIS_URL", "redis://localhost:6379/0")),
+            tools=ToolSettings(
+                step_token_secret=required("SBA_STEP_TOKEN_SECRET"),
+                image=text("SBA_TOOL_IMAGE", DEFAULT_TOOL_IMAGE),
+                gateway_url=text("SBA_GATEWAY_URL", DEFAULT_GATEWAY_URL).rstrip("/"),
+                step_token_ttl_seconds=number("SBA_STEP_TOKEN_TTL", 900, 30),
+                job=job,
+            ),
+        )

@@ -1,0 +1,279 @@
+"""A small client for the API's internal tool gateway, on the standard library alone.
+
+Every call carries ``Authorization: Bearer <step token>``. Connection failures get a
+couple of quick retries; HTTP errors are classified, never retried here (the Job's
+backoff retries the whole attempt when that is worth it).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from sba_core.tools.contracts import KnowledgeSearchParams, KnowledgeSearchResult
+from sba_tools.errors import GatewayError, status_is_retryable
+from sba_tools.jsonlog import JsonLogger
+
+STEP_PATH = "/internal/v1/step"
+SEARCH_PATH = "/internal/v1/knowledge/search"
+ARTIFACTS_PATH = "/internal/v1/artifacts"
+RESULT_PATH = "/internal/v1/step/result"
+
+USER_AGENT = "sba-tool/0.1"
+DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.2, 0.6)
+_MAX_ERROR_TEXT = 300
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+class StepEnvelope(BaseModel):
+    """What ``GET /internal/v1/step`` returns: the step to run and its inputs."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    run_id: str
+    tenant: str
+    step_id: str
+    attempt: int = Field(ge=1)
+    tool: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class ArtifactRecord(BaseModel):
+    """What ``POST /internal/v1/artifacts`` returns."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    artifact_id: str
+    title: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: it could carry the bearer token somewhere else."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        return None
+
+
+def _header_value(text: str) -> str:
+    """A header value that goes on the wire as UTF-8 (http.client encodes str as latin-1)."""
+    cleaned = _CONTROL_CHARS.sub(" ", text).strip()
+    return cleaned.encode("utf-8").decode("latin-1")
+
+
+def _shorten(text: str, limit: int = _MAX_ERROR_TEXT) -> str:
+    text = _CONTROL_CHARS.sub(" ", text).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class GatewayClient:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout_seconds: float,
+        log: JsonLogger,
+        retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._token = token
+        self._timeout = timeout_seconds
+        self._log = log
+        self._retry_delays = tuple(retry_delays)
+        self._sleep = sleep
+        # No proxies from the environment (the gateway is in-cluster or local), no redirects.
+        self._opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), _NoRedirects()
+        )
+
+    # -- the gateway's operations -------------------------------------------------------
+
+    def get_step(self) -> StepEnvelope:
+        body = self._call_json("GET", STEP_PATH, idempotent=True)
+        try:
+            return StepEnvelope.model_validate(body)
+        except ValidationError as exc:
+            raise GatewayError(
+                f"malformed step from gateway: {_shorten(str(exc))}", status=None, retryable=False
+            ) from exc
+
+    def search_knowledge(self, params: KnowledgeSearchParams) -> KnowledgeSearchResult:
+        body = self._call_json("POST", SEARCH_PATH, payload=params.wire(), idempotent=True)
+        try:
+            return KnowledgeSearchResult.model_validate(body)
+        except ValidationError as exc:
+            raise GatewayError(
+                f"malformed search result from gateway: {_shorten(str(exc))}",
+                status=None,
+                retryable=False,
+            ) from exc
+
+    def upload_artifact(self, data: bytes, *, content_type: str, title: str) -> ArtifactRecord:
+        body = self._call_json(
+            "POST",
+            ARTIFACTS_PATH,
+            data=data,
+            headers={"Content-Type": content_type, "X-Artifact-Title": _header_value(title)},
+            idempotent=False,
+        )
+        try:
+            return ArtifactRecord.model_validate(body)
+        except ValidationError as exc:
+            raise GatewayError(
+                f"malformed artifact record from gateway: {_shorten(str(exc))}",
+                status=None,
+                retryable=False,
+            ) from exc
+
+    def post_result(
+        self, *, success: bool, result: Mapping[str, Any] | None, error: str | None
+    ) -> dict[str, Any]:
+        payload = {"success": success, "result": dict(result) if result else None, "error": error}
+        body = self._call_json("POST", RESULT_PATH, payload=payload, idempotent=False)
+        if not isinstance(body, dict):
+            raise GatewayError("malformed result receipt from gateway", status=None, retryable=False)
+        return body
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _call_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        payload: Any = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool,
+    ) -> Any:
+        all_headers = {
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+            **(headers or {}),
+            "Authorization": f"Bearer {self._token}",
+        }
+        if payload is not None:
+            data = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+            all_headers["Content-Type"] = "application/json"
+        status, raw = self._send(method, path, data, all_headers, idempotent=idempotent)
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError as exc:
+            raise GatewayError(
+                f"{method} {path}: gateway sent a non-JSON body (HTTP {status})",
+                status=status,
+                retryable=False,
+            ) from exc
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        data: bytes | None,
+        headers: dict[str, str],
+        *,
+        idempotent: bool,
+    ) -> tuple[int, bytes]:
+        url = self._base_url + path
+        attempts = len(self._retry_delays) + 1
+        for attempt in range(1, attempts + 1):
+            request = urllib.request.Request(url, data=data, headers=headers, method=method)
+            started = time.monotonic()
+            try:
+                with self._opener.open(request, timeout=self._timeout) as response:
+                    status = int(response.status)
+                    raw = response.read()
+            except urllib.error.HTTPError as exc:
+                raw = exc.read() if exc.fp is not None else b""
+                self._log_call(method, path, exc.code, started, attempt)
+                raise self._http_error(method, path, exc.code, raw) from None
+            except urllib.error.URLError as exc:
+                # Raised while connecting or sending: the gateway never got the request.
+                reason = exc.reason
+                failure = f"{type(reason).__name__}: {reason}" if reason else str(exc)
+                retry_ok = True
+            except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+                # Raised while waiting for or reading the answer: the request may have landed.
+                failure = f"{type(exc).__name__}: {exc}"
+                retry_ok = idempotent
+            else:
+                self._log_call(method, path, status, started, attempt)
+                return status, raw
+            self._log.warning(
+                "gateway.unreachable",
+                method=method,
+                path=path,
+                attempt=attempt,
+                error=_shorten(failure),
+            )
+            if not retry_ok or attempt == attempts:
+                raise GatewayError(
+                    f"{method} {path}: gateway unreachable ({_shorten(failure)})",
+                    status=None,
+                    retryable=True,
+                )
+            self._sleep(self._retry_delays[attempt - 1])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _log_call(self, method: str, path: str, status: int, started: float, attempt: int) -> None:
+        self._log.info(
+            "gateway.call",
+            method=method,
+            path=path,
+            status=status,
+            attempt=attempt,
+            durationMs=round((time.monotonic() - started) * 1000, 1),
+        )
+
+    @staticmethod
+    def _http_error(method: str, path: str, status: int, raw: bytes) -> GatewayError:
+        code: str | None = None
+        message = ""
+        request_id: str | None = None
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            err = body["error"]
+            code = str(err["code"]) if err.get("code") is not None else None
+            message = str(err.get("message") or "")
+            request_id = str(err["request_id"]) if err.get("request_id") is not None else None
+        elif raw:
+            message = raw.decode("utf-8", "replace")
+        text = f"{method} {path}: HTTP {status}"
+        if code:
+            text += f" {code}"
+        if message:
+            text += f": {_shorten(message)}"
+        if request_id:
+            text += f" (request_id {request_id})"
+        return GatewayError(
+            text,
+            status=status,
+            code=code,
+            request_id=request_id,
+            retryable=status_is_retryable(status),
+        )
