@@ -25,7 +25,7 @@ from sba_devstack.binaries import default_repo_root, ensure_binaries
 from sba_devstack.controlplane import ControlPlane
 from sba_devstack.controlplane import up as control_plane_up
 from sba_devstack.postgres_server import PostgresServer, create_database, with_database
-from sba_devstack.procs import StartupError
+from sba_devstack.procs import StartupError, free_port
 from sba_devstack.redis_server import RedisServer
 from sba_devstack.services import Service, http_ok
 
@@ -39,10 +39,11 @@ DEMO_TENANT = "demo"
 @dataclass
 class StackPaths:
     root: Path
+    state_dir: Path | None = None
 
     @property
     def state(self) -> Path:
-        return self.root / ".dev"
+        return self.state_dir or self.root / ".dev"
 
     @property
     def kubeconfig(self) -> Path:
@@ -67,6 +68,8 @@ class Stack:
     redis: RedisServer | None = None
     services: list[Service] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    api_url: str = ""
+    bin_dir: Path | None = None
 
     def stop(self) -> None:
         for service in reversed(self.services):
@@ -144,21 +147,41 @@ def _wait_tenant_ready(bin_dir: Path, kubeconfig: Path, tenant: str, timeout: fl
     )
 
 
-def up(root: Path) -> Stack:
-    paths = StackPaths(root)
+@dataclass(frozen=True)
+class StackPorts:
+    """Fixed ports for `make dev`; `StackPorts.ephemeral()` for benchmarks beside it."""
+
+    api: int = API_PORT
+    redis: int = REDIS_PORT
+    postgres: int = POSTGRES_PORT
+    fixed_control_plane: bool = True
+
+    @classmethod
+    def ephemeral(cls) -> StackPorts:
+        return cls(
+            api=free_port(), redis=free_port(), postgres=free_port(), fixed_control_plane=False
+        )
+
+
+def up(root: Path, state_dir: Path | None = None, ports: StackPorts | None = None) -> Stack:
+    paths = StackPaths(root, state_dir)
+    ports = ports or StackPorts()
     paths.logs.mkdir(parents=True, exist_ok=True)
     stack = Stack(paths)
     try:
         _say("building or locating the control-plane binaries")
         bin_dir = ensure_binaries(root)
         _say("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler")
-        stack.control_plane = control_plane_up(paths.state / "cluster", bin_dir)
+        if ports.fixed_control_plane:
+            stack.control_plane = control_plane_up(paths.state / "cluster", bin_dir)
+        else:
+            stack.control_plane = ControlPlane(paths.state / "cluster", bin_dir).start()
         kubeconfig = stack.control_plane.kubeconfig
         _say("starting Postgres (pgvector) and Redis")
-        stack.postgres = PostgresServer(paths.state / "postgres", port=POSTGRES_PORT)
+        stack.postgres = PostgresServer(paths.state / "postgres", port=ports.postgres)
         admin_dsn = stack.postgres.start()
         dsn = asyncio.run(_ensure_database(admin_dsn))
-        stack.redis = RedisServer(paths.state / "redis", port=REDIS_PORT).start()
+        stack.redis = RedisServer(paths.state / "redis", port=ports.redis).start()
         _say("applying migrations and CRDs")
         from sba_store.migrate import migrate_dsn
 
@@ -173,14 +196,14 @@ def up(root: Path) -> Stack:
             "--all",
             "--timeout=60s",
         )
-        api_url = f"http://127.0.0.1:{API_PORT}"
+        api_url = f"http://127.0.0.1:{ports.api}"
         stack.env = {
             "KUBECONFIG": str(kubeconfig),
             "DATABASE_URL": dsn,
             "REDIS_URL": stack.redis.url,
             "SBA_STEP_TOKEN_SECRET": _step_token_secret(paths),
             "SBA_API_HOST": "127.0.0.1",
-            "SBA_API_PORT": str(API_PORT),
+            "SBA_API_PORT": str(ports.api),
             "SBA_PUBLIC_URL": api_url,
             "SBA_GATEWAY_URL": api_url,
             "SBA_NODE_WORK_DIR": str(paths.state / "node"),
@@ -203,7 +226,8 @@ def up(root: Path) -> Stack:
                 f"{api_url}/api/v1/knowledge/documents",
                 {"tenant": DEMO_TENANT, "title": title, "content": text, "source": doc.name},
             )
-        _print_next_steps(paths, bin_dir, api_url)
+        stack.api_url = api_url
+        stack.bin_dir = bin_dir
         return stack
     except BaseException:
         stack.stop()
@@ -257,6 +281,8 @@ def run(action: str = "up") -> int:
         return 0
     with _signals_raise():
         stack = up(root)
+        assert stack.bin_dir is not None
+        _print_next_steps(stack.paths, stack.bin_dir, stack.api_url)
         try:
             while all(service.running for service in stack.services):
                 time.sleep(1)

@@ -83,7 +83,8 @@ def test_kubectl_run_completes_with_a_document(
     assert "14 business days" in text or "abroad" in text.lower()
 
     printed = kubectl("get", "agentrun", name, "-n", f"tenant-{demo_tenant}")
-    assert "completed" in printed.stdout and demo_tenant in printed.stdout
+    assert "completed" in printed.stdout
+    assert demo_tenant in printed.stdout
 
 
 async def test_api_run_streams_events_in_order(stack: Stack, demo_tenant: str) -> None:
@@ -111,9 +112,11 @@ async def test_api_run_streams_events_in_order(stack: Stack, demo_tenant: str) -
         assert body["type"] == event.event
         assert body["seq"] == int(event.id or 0)
 
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{stack.api_url}/api/v1/runs/{created['id']}") as resp:
-            run = await resp.json()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{stack.api_url}/api/v1/runs/{created['id']}") as resp,
+    ):
+        run = await resp.json()
     assert run["phase"] == "completed"
     assert run["result"]["artifactId"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -10,11 +11,17 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.e2e.sse_client import collect
+from tests.e2e.sse_client import SseEvent, collect
 from tests.e2e.test_run_lifecycle import _agentrun, _get_run, _run_name, _wait_phase
 from tests.fixtures.stack import Stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+
+async def _all_events(url: str) -> list[SseEvent]:
+    async with aiohttp.ClientSession() as session:
+        _, events = await collect(session, url)
+    return events
 
 
 def _jobs_of(kubectl: Callable[..., Any], tenant: str, run_uid: str) -> list[dict[str, Any]]:
@@ -75,7 +82,7 @@ def test_failing_tool_step_fails_the_run_with_the_reason(
     assert reasons, "the operator posted no Kubernetes Events for the run"
 
 
-async def test_operator_killed_mid_run_neither_loses_nor_repeats_a_step(
+def test_operator_killed_mid_run_neither_loses_nor_repeats_a_step(
     stack: Stack, demo_tenant: str, kubectl: Callable[..., Any]
 ) -> None:
     if stack.operator is None:
@@ -105,10 +112,9 @@ async def test_operator_killed_mid_run_neither_loses_nor_repeats_a_step(
     jobs = _jobs_of(kubectl, demo_tenant, run["metadata"]["uid"])
     assert len(jobs) == len(status["steps"]), [j["metadata"]["name"] for j in jobs]
 
-    async with aiohttp.ClientSession() as session:
-        _, events = await collect(
-            session, f"{stack.api_url}/api/v1/runs/{run['metadata']['uid']}/events"
-        )
+    events = asyncio.run(
+        _all_events(f"{stack.api_url}/api/v1/runs/{run['metadata']['uid']}/events")
+    )
     types = [e.event for e in events]
     assert types.count("step_started") == 2, types
     assert types.count("step_succeeded") == 2, types

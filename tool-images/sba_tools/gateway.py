@@ -104,9 +104,7 @@ class GatewayClient:
         self._retry_delays = tuple(retry_delays)
         self._sleep = sleep
         # No proxies from the environment (the gateway is in-cluster or local), no redirects.
-        self._opener = urllib.request.build_opener(
-            urllib.request.ProxyHandler({}), _NoRedirects()
-        )
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
 
     # -- the gateway's operations -------------------------------------------------------
 
@@ -153,7 +151,9 @@ class GatewayClient:
         payload = {"success": success, "result": dict(result) if result else None, "error": error}
         body = self._call_json("POST", RESULT_PATH, payload=payload, idempotent=False)
         if not isinstance(body, dict):
-            raise GatewayError("malformed result receipt from gateway", status=None, retryable=False)
+            raise GatewayError(
+                "malformed result receipt from gateway", status=None, retryable=False
+            )
         return body
 
     # -- plumbing -----------------------------------------------------------------------

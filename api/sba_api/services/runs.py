@@ -156,9 +156,7 @@ class RunService:
             live = None  # a different object reusing the name: ours is gone
         return _view(record, live)
 
-    async def list(
-        self, tenant: str, *, limit: int, cursor: str | None
-    ) -> RunList:
+    async def list_runs(self, tenant: str, *, limit: int, cursor: str | None) -> RunList:
         before = decode_cursor(cursor) if cursor else None
         with store_boundary("list runs"):
             records = await self._runs.list_for_tenant(tenant, limit=limit + 1, before=before)

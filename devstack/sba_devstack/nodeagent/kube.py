@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
@@ -31,6 +32,10 @@ class KubeError(Exception):
         self.reason = body.get("reason") or reason
         self.body = body
         super().__init__(f"{status} {self.reason}: {body.get('message', '')}")
+
+
+# Errors worth logging and retrying rather than crashing a loop over.
+API_ERRORS: tuple[type[Exception], ...] = (KubeError, urllib3.exceptions.HTTPError, OSError)
 
 
 class Kube:

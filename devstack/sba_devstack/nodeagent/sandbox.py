@@ -129,7 +129,7 @@ def masks_for(paths: Iterable[str], identity: Identity) -> tuple[Mask, ...]:
         except OSError:
             continue
         parts = real.parts
-        for depth in range(1, len(parts) - 1):
+        for depth in range(1, len(parts)):
             ancestor = Path(*parts[:depth])
             try:
                 ok = _traversable(ancestor, identity)

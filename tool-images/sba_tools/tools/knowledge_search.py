@@ -19,6 +19,4 @@ def summarize(result: KnowledgeSearchResult) -> str:
     return f"{len(result.hits)} hit(s) for {result.query!r}"
 
 
-IMPLEMENTATION = ToolImplementation(
-    params_type=KnowledgeSearchParams, run=run, summarize=summarize
-)
+IMPLEMENTATION = ToolImplementation(params_type=KnowledgeSearchParams, run=run, summarize=summarize)

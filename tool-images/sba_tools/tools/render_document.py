@@ -150,9 +150,7 @@ def md_inline(text: str) -> str:
     """One line of literal Markdown text: whitespace collapsed, markup characters escaped."""
     line = _MD_SPECIAL.sub(r"\\\1", _WHITESPACE.sub(" ", text).strip())
     # A line must not start a list, an ordered list or a setext heading by accident.
-    return _MD_BLOCK_START.sub(
-        lambda m: f"\\{m[1]}" if m[1] else f"{m[2]}\\{m[3]}", line, count=1
-    )
+    return _MD_BLOCK_START.sub(lambda m: f"\\{m[1]}" if m[1] else f"{m[2]}\\{m[3]}", line, count=1)
 
 
 def _md_quote(text: str) -> str:
@@ -176,7 +174,7 @@ def render_markdown(doc: _Document) -> str:
                 out += ["No results.", ""]
             for rank, hit in enumerate(section.hits, start=1):
                 out += [
-                    f"### {rank}\\. {md_inline(hit.title)}",
+                    f"### {rank}. {md_inline(hit.title)}",
                     "",
                     f"Score {_score(hit.score)} · source \\[{hit.source_number}\\]",
                     "",
@@ -195,7 +193,7 @@ def render_markdown(doc: _Document) -> str:
     if doc.sources:
         out += ["## Sources", ""]
         out += [
-            f"{s.number}\\. {md_inline(s.title)} (document {md_inline(s.document_id)})"
+            f"{s.number}. {md_inline(s.title)} (document {md_inline(s.document_id)})"
             for s in doc.sources
         ]
         out.append("")
@@ -307,6 +305,4 @@ def summarize(result: RenderDocumentResult) -> str:
     return f"artifact {result.artifact_id} ({result.content_type}, {result.size_bytes} bytes)"
 
 
-IMPLEMENTATION = ToolImplementation(
-    params_type=RenderDocumentParams, run=run, summarize=summarize
-)
+IMPLEMENTATION = ToolImplementation(params_type=RenderDocumentParams, run=run, summarize=summarize)
