@@ -23,9 +23,12 @@ create table if not exists runs (
     spec        jsonb not null default '{}'::jsonb,
     created_at  timestamptz not null default now(),
     updated_at  timestamptz not null default now(),
-    finished_at timestamptz,
-    unique (namespace, name)
+    finished_at timestamptz
 );
+
+-- Not unique: an AgentRun deleted and re-created under the same name is a new
+-- run (new uid) and its predecessor's history stays.
+create index if not exists runs_namespace_name_idx on runs (namespace, name, created_at desc);
 
 -- Keyset pagination of a tenant's runs, newest first.
 create index if not exists runs_tenant_created_idx on runs (tenant_id, created_at desc, id desc);

@@ -37,7 +37,9 @@ __all__ = [
     "KnowledgeSearchResult",
     "RunCreated",
     "RunLinks",
+    "EventsQuery",
     "RunList",
+    "RunListQuery",
     "RunSummary",
     "RunView",
     "StepInput",
@@ -240,3 +242,18 @@ class ArtifactUploaded(WireModel):
     content_type: str
     size_bytes: int
     sha256: str
+
+
+# --- query strings ----------------------------------------------------------------------
+
+
+class RunListQuery(WireModel):
+    tenant: DnsLabel
+    limit: int = Field(default=20, ge=1, le=100)
+    cursor: Annotated[str, StringConstraints(max_length=512)] | None = None
+
+
+class EventsQuery(WireModel):
+    last_event_id: Annotated[str, StringConstraints(max_length=200)] | None = Field(
+        default=None, description="Resume after this event id (for clients that cannot set headers)."
+    )

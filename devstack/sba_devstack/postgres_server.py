@@ -104,9 +104,15 @@ class PostgresServer:
         self._check_vector(dsn)
         return dsn
 
-    def stop(self) -> None:
-        """Stop the server if this object started it; never touches an external one."""
-        if not self._started_here:
+    def stop(self, *, adopted: bool = False) -> None:
+        """Stop the server if this object started it; never touches an external one.
+
+        adopted=True also stops a server another process started in this data
+        dir (`sba-agentic dev down` after `dev up`).
+        """
+        if self._external_url is not None:
+            return
+        if not self._started_here and not (adopted and self._is_running()):
             return
         self._run(["pg_ctl", "-D", str(self._data_dir), "-m", "fast", "-w", "stop"])
         self._started_here = False

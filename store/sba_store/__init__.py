@@ -19,7 +19,7 @@ from sba_store.records import (
     TenantRecord,
     ToolCallRecord,
 )
-from sba_store.runs import RunNameConflictError, RunRepository
+from sba_store.runs import RunRepository
 from sba_store.tenants import TenantRepository
 from sba_store.tool_calls import ToolCallRepository
 
@@ -34,7 +34,6 @@ __all__ = [
     "KnowledgeRepository",
     "NewEvent",
     "RunEventRecord",
-    "RunNameConflictError",
     "RunRecord",
     "RunRepository",
     "TenantRecord",

@@ -8,7 +8,6 @@ from typing import Any, Final
 from uuid import UUID
 
 from sba_core.knowledge import EMBEDDING_DIMENSIONS, reciprocal_rank_fusion
-
 from sba_store.db import Connection, Pool, tenant_transaction
 from sba_store.records import KnowledgeDocumentRecord, KnowledgeHitRecord
 from sba_store.tenants import ensure_tenant

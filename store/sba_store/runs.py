@@ -6,8 +6,6 @@ from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
 
-import asyncpg
-
 from sba_store.db import Pool, tenant_transaction, transaction
 from sba_store.records import RunRecord
 from sba_store.tenants import ensure_tenant
@@ -16,10 +14,6 @@ _COLUMNS: Final = (
     "id, tenant_id, namespace, name, prompt, user_id, phase, spec,"
     " created_at, updated_at, finished_at"
 )
-
-
-class RunNameConflictError(RuntimeError):
-    """Another run (different uid) already holds this namespace/name."""
 
 
 class RunRepository:
@@ -47,32 +41,27 @@ class RunRepository:
         """
         async with tenant_transaction(self._pool, tenant_id) as conn:
             await ensure_tenant(conn, tenant_id)
-            try:
-                row = await conn.fetchrow(
-                    f"""
-                    insert into runs (id, tenant_id, namespace, name, prompt, user_id,
-                                      phase, spec, finished_at)
-                    values ($1, $2, $3, $4, $5, $6, coalesce($7, 'pending'), $8, $9)
-                    on conflict (id) do update
-                        set phase = coalesce($7, runs.phase),
-                            finished_at = coalesce($9, runs.finished_at),
-                            updated_at = now()
-                    returning {_COLUMNS}
-                    """,
-                    run_id,
-                    tenant_id,
-                    namespace,
-                    name,
-                    prompt,
-                    user_id,
-                    phase,
-                    spec,
-                    finished_at,
-                )
-            except asyncpg.UniqueViolationError as err:
-                raise RunNameConflictError(
-                    f"run {namespace}/{name} already exists with another uid"
-                ) from err
+            row = await conn.fetchrow(
+                f"""
+                insert into runs (id, tenant_id, namespace, name, prompt, user_id,
+                                  phase, spec, finished_at)
+                values ($1, $2, $3, $4, $5, $6, coalesce($7, 'pending'), $8, $9)
+                on conflict (id) do update
+                    set phase = coalesce($7, runs.phase),
+                        finished_at = coalesce($9, runs.finished_at),
+                        updated_at = now()
+                returning {_COLUMNS}
+                """,
+                run_id,
+                tenant_id,
+                namespace,
+                name,
+                prompt,
+                user_id,
+                phase,
+                spec,
+                finished_at,
+            )
         assert row is not None
         return RunRecord(**dict(row))
 
@@ -90,7 +79,8 @@ class RunRepository:
     async def get_by_name(self, namespace: str, name: str) -> RunRecord | None:
         async with transaction(self._pool) as conn:
             row = await conn.fetchrow(
-                f"select {_COLUMNS} from runs where namespace = $1 and name = $2",
+                f"select {_COLUMNS} from runs where namespace = $1 and name = $2"
+                " order by created_at desc limit 1",
                 namespace,
                 name,
             )

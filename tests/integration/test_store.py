@@ -20,7 +20,7 @@ from sba_store.events import EventRepository
 from sba_store.knowledge import KnowledgeRepository
 from sba_store.migrate import MigrationError, migrate_dsn, migrations_dir
 from sba_store.records import NewEvent, RunRecord
-from sba_store.runs import RunNameConflictError, RunRepository
+from sba_store.runs import RunRepository
 from sba_store.tenants import TenantRepository
 from sba_store.tool_calls import ToolCallRepository
 
@@ -93,22 +93,25 @@ async def test_run_upsert_get_and_list(pg_pool: Pool) -> None:
     assert await runs.get_by_name(first.namespace, first.name) == again
     assert await runs.get(first.id, tenant_id="someone-else") is None
 
-    with pytest.raises(RunNameConflictError):
-        await runs.upsert(
-            run_id=uuid.uuid4(),
-            tenant_id=tenant,
-            namespace=first.namespace,
-            name=first.name,
-            prompt="x",
-            spec={},
-        )
+    # The same name re-created (a new uid) is a new run; the name now finds it.
+    successor = await runs.upsert(
+        run_id=uuid.uuid4(),
+        tenant_id=tenant,
+        namespace=first.namespace,
+        name=first.name,
+        prompt="x",
+        spec={},
+    )
+    assert successor.id != first.id
+    assert await runs.get_by_name(first.namespace, first.name) == successor
+    assert await runs.get(first.id) is not None
 
     later = [await _new_run(pg_pool, tenant) for _ in range(4)]
     page1 = await runs.list_for_tenant(tenant, limit=3)
     assert [run.id for run in page1] == [run.id for run in reversed(later)][:3]
     last = page1[-1]
     page2 = await runs.list_for_tenant(tenant, limit=3, before=(last.created_at, last.id))
-    assert [run.id for run in page2] == [later[0].id, first.id]
+    assert [run.id for run in page2] == [later[0].id, successor.id, first.id]
 
 
 # -- events -----------------------------------------------------------------------

@@ -80,8 +80,8 @@ def build_env(
         prefix = str(source.get("prefix", ""))
         for kind, key in (("configmap", "configMapRef"), ("secret", "secretRef")):
             if key in source:
-                data = _source(lookup, namespace, kind, source[key]) or {}
-                env.update({prefix + k: v for k, v in data.items()})
+                found = _source(lookup, namespace, kind, source[key]) or {}
+                env.update({prefix + k: v for k, v in found.items()})
     for var in container.get("env") or []:
         name = str(var["name"])
         if "valueFrom" not in var:
@@ -102,7 +102,7 @@ def build_env(
             if data is None or item not in data:
                 if ref.get("optional"):
                     continue
-                raise EnvError(f'couldn\'t find key {item} in {kind} {namespace}/{ref.get("name")}')
+                raise EnvError(f"couldn't find key {item} in {kind} {namespace}/{ref.get('name')}")
             env[name] = data[item]
         elif "resourceFieldRef" in value_from:
             resource = str(value_from["resourceFieldRef"].get("resource", ""))

@@ -62,8 +62,6 @@ def record(
         pod, container, node, kind, reason, message, datetime.datetime.now(datetime.UTC)
     )
     try:
-        kube.request(
-            "POST", f"/api/v1/namespaces/{pod['metadata']['namespace']}/events", body=body
-        )
+        kube.request("POST", f"/api/v1/namespaces/{pod['metadata']['namespace']}/events", body=body)
     except API_ERRORS as err:
         log("event.failed", reason=reason, error=str(err))

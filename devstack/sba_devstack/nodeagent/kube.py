@@ -46,7 +46,7 @@ class Kube:
     @classmethod
     def from_kubeconfig(cls, path: Path | None) -> Kube:
         configuration = k8s_client.Configuration()
-        k8s_config.load_kube_config(
+        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=str(path) if path else None, client_configuration=configuration
         )
         return cls(k8s_client.ApiClient(configuration))

@@ -39,7 +39,9 @@ def _check(result: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def _mount(libc: Any, source: str | None, target: str, fstype: str | None, flags: int, data: str | None) -> None:
+def _mount(
+    libc: Any, source: str | None, target: str, fstype: str | None, flags: int, data: str | None
+) -> None:
     def enc(value: str | None) -> bytes | None:
         return value.encode() if value is not None else None
 

@@ -123,8 +123,10 @@ def merge_conditions(existing: Sequence[Mapping[str, Any]], new: Sequence[Json])
     merged: list[Json] = []
     for cond in new:
         old = before.get(cond["type"])
-        if old is not None and old.get("status") == cond["status"] and old.get(
-            "lastTransitionTime"
+        if (
+            old is not None
+            and old.get("status") == cond["status"]
+            and old.get("lastTransitionTime")
         ):
             cond = {**cond, "lastTransitionTime": old["lastTransitionTime"]}
         merged.append(cond)
@@ -195,7 +197,9 @@ def running_status(
     existing_conditions: Sequence[Mapping[str, Any]] = (),
 ) -> Json:
     """Phase Running, the container running and ready."""
-    status = _base(start_time, "Running", _conditions(existing_conditions, now, sandbox=True, ready=True))
+    status = _base(
+        start_time, "Running", _conditions(existing_conditions, now, sandbox=True, ready=True)
+    )
     state = {"running": {"startedAt": k8s_time(started_at)}}
     status["containerStatuses"] = [_container_status(info, state, ready=True, started=True)]
     return status

@@ -203,9 +203,9 @@ class NodeRegistration:
         """Create the Node, or bring an existing one up to date; returns its uid."""
         now = _now()
         try:
-            node = self._kube.request("POST", "/api/v1/nodes", body=node_body(
-                self._name, self._machine, self._pods, now
-            ))
+            node = self._kube.request(
+                "POST", "/api/v1/nodes", body=node_body(self._name, self._machine, self._pods, now)
+            )
         except KubeError as err:
             if err.status != 409:
                 raise
@@ -237,9 +237,7 @@ class NodeRegistration:
 
     def renew_lease(self) -> None:
         path = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases"
-        body = lease_body(
-            self._name, self._node_uid, self._lease_seconds, _now(), self._lease_rv
-        )
+        body = lease_body(self._name, self._node_uid, self._lease_seconds, _now(), self._lease_rv)
         lease: dict[str, Any]
         try:
             if self._lease_rv:

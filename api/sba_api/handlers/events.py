@@ -1,0 +1,65 @@
+"""GET /api/v1/runs/{run_id}/events: the run's events as Server-Sent Events."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from aiohttp import web
+
+from sba_api.handlers._common import services, settings
+from sba_api.keys import METRICS
+from sba_api.services.events import Heartbeat
+from sba_core import sse
+
+log = logging.getLogger(__name__)
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "Connection": "keep-alive",
+    "X-Accel-Buffering": "no",
+}
+
+
+def _resume_after(request: web.Request) -> int:
+    header = request.headers.get("Last-Event-ID")
+    value = header if header is not None else request.query.get("lastEventId")
+    return sse.parse_last_event_id(value)
+
+
+async def stream_events(request: web.Request) -> web.StreamResponse:
+    config = settings(request).sse
+    async with services(request).events.follow(
+        request.match_info["run_id"], _resume_after(request)
+    ) as feed:
+        if feed.finished:
+            # The client already has the terminal event: 204 stops EventSource reconnecting.
+            return web.Response(status=204)
+        response = web.StreamResponse(status=200, headers=SSE_HEADERS)
+        gauge = request.app[METRICS].sse_streams
+        gauge.inc()
+        try:
+            await response.prepare(request)
+            await response.write(sse.retry(config.retry_ms))
+            async for item in feed:
+                if isinstance(item, Heartbeat):
+                    await response.write(sse.comment("heartbeat"))
+                    continue
+                for event in item:
+                    frame = sse.frame(
+                        json.dumps(event.wire(), separators=(",", ":")),
+                        event=event.type,
+                        event_id=str(event.seq),
+                    )
+                    await response.write(frame)  # drains: a slow client slows this loop
+            await response.write_eof()
+        except (ConnectionResetError, ConnectionError):
+            log.info("SSE client of run %s went away", request.match_info["run_id"])
+        except Exception:
+            # Headers are sent; an error body is impossible. Log and cut the stream.
+            log.exception("SSE stream of run %s failed", request.match_info["run_id"])
+            request.transport and request.transport.close()  # type: ignore[func-returns-value]
+        finally:
+            gauge.dec()
+        return response
