@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -50,7 +50,9 @@ def _translate(exc: Exception, what: str) -> ApiError:
         if exc.status in (401, 403):
             return UpstreamError(f"Kubernetes refused to {what}: {message}")
         if exc.status == 422:
-            return UpstreamError(f"Kubernetes rejected the object while trying to {what}: {message}")
+            return UpstreamError(
+                f"Kubernetes rejected the object while trying to {what}: {message}"
+            )
         if exc.status is not None and exc.status >= 500:
             return ServiceUnavailable(f"Kubernetes failed to {what}: {message}")
         return UpstreamError(f"Kubernetes answered {exc.status} while trying to {what}: {message}")
@@ -60,13 +62,17 @@ def _translate(exc: Exception, what: str) -> ApiError:
 def build_api_client(settings: KubernetesSettings) -> Any:
     """An ApiClient from the kubeconfig path, the in-cluster config, or ~/.kube/config."""
     if settings.kubeconfig is not None:
-        return config.new_client_from_config(config_file=str(settings.kubeconfig))
+        return config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(settings.kubeconfig)
+        )
     if settings.in_cluster:
         configuration = client.Configuration()
-        config.load_incluster_config(client_configuration=configuration)
+        config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
         return client.ApiClient(configuration)
     default = Path.home() / ".kube" / "config"
-    return config.new_client_from_config(config_file=str(default))
+    return config.new_client_from_config(config_file=str(default))  # type: ignore[no-untyped-call]
 
 
 class KubeClient:
@@ -91,8 +97,11 @@ class KubeClient:
 
         def call() -> dict[str, Any]:
             try:
-                result: dict[str, Any] = self._custom.create_namespaced_custom_object(
-                    GROUP, VERSION, namespace, AGENTRUN_PLURAL, body
+                result = cast(
+                    dict[str, Any],
+                    self._custom.create_namespaced_custom_object(
+                        GROUP, VERSION, namespace, AGENTRUN_PLURAL, body
+                    ),
                 )
             except ApiException as exc:
                 if exc.status == 404:
@@ -115,9 +124,8 @@ class KubeClient:
         try:
             self._core.read_namespace(namespace)
         except ApiException as exc:
-            if exc.status == 404:
-                return False
-            return True  # cannot tell (e.g. no RBAC to read namespaces): assume it exists
+            # Anything but 404 (e.g. no RBAC to read namespaces): assume it exists.
+            return bool(exc.status != 404)
         return True
 
     async def get_agent_run(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -125,8 +133,11 @@ class KubeClient:
 
         def call() -> dict[str, Any] | None:
             try:
-                result: dict[str, Any] = self._custom.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, AGENTRUN_PLURAL, name
+                result = cast(
+                    dict[str, Any],
+                    self._custom.get_namespaced_custom_object(
+                        GROUP, VERSION, namespace, AGENTRUN_PLURAL, name
+                    ),
                 )
             except ApiException as exc:
                 if exc.status == 404:

@@ -118,9 +118,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             raise
         except Exception:
             log.exception("unhandled error in %s %s", request.method, request.path)
-            response = error_response(
-                500, "internal_error", "internal server error", request_id
-            )
+            response = error_response(500, "internal_error", "internal server error", request_id)
         if not response.prepared:
             response.headers[REQUEST_ID_HEADER] = request_id
         return response

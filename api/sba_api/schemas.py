@@ -30,6 +30,7 @@ __all__ = [
     "ErrorBody",
     "ErrorDetail",
     "ErrorInfo",
+    "EventsQuery",
     "Health",
     "KnowledgeDocumentCreated",
     "KnowledgeDocumentIn",
@@ -37,7 +38,6 @@ __all__ = [
     "KnowledgeSearchResult",
     "RunCreated",
     "RunLinks",
-    "EventsQuery",
     "RunList",
     "RunListQuery",
     "RunSummary",
@@ -135,7 +135,9 @@ class RunSummary(WireModel):
 
 class RunList(WireModel):
     items: list[RunSummary]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end."
+    )
 
 
 # --- artifacts --------------------------------------------------------------------------
@@ -255,5 +257,6 @@ class RunListQuery(WireModel):
 
 class EventsQuery(WireModel):
     last_event_id: Annotated[str, StringConstraints(max_length=200)] | None = Field(
-        default=None, description="Resume after this event id (for clients that cannot set headers)."
+        default=None,
+        description="Resume after this event id (for clients that cannot set headers).",
     )

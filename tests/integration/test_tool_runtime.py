@@ -23,7 +23,8 @@ from aiohttp import web
 
 from sba_core.step_token import StepClaims, mint_step_token
 
-SBA_TOOL = str(Path(sys.executable).with_name("sba-tool"))
+# SBA_TOOL_BIN lets the same tests run against another install (e.g. the image's venv).
+SBA_TOOL = os.environ.get("SBA_TOOL_BIN") or str(Path(sys.executable).with_name("sba-tool"))
 RUN_ID = "6f1c2a9e-0000-4000-8000-000000000001"
 
 STEP = "/internal/v1/step"
@@ -413,3 +414,21 @@ async def test_unwritable_termination_log_is_ignored(tmp_path: Path, make_gatewa
 
     assert run.code == 0, run.stderr
     assert [r["success"] for r in gw.results] == [True]
+
+
+def test_termination_message_is_capped_at_1_kib(tmp_path: Path) -> None:
+    from sba_tools.runtime import write_termination_message
+
+    path = tmp_path / "termination-log"
+    write_termination_message(
+        str(path), {"ok": False, "error": 'é"\\' * 5000, "retryable": True, "tool": "t"}
+    )
+    raw = path.read_bytes()
+    assert len(raw) <= 1024
+    message = json.loads(raw)
+    assert message["ok"] is False
+    assert message["retryable"] is True
+    assert message["error"].startswith('é"\\')
+    assert message["error"].endswith("…")
+    # An unwritable path is ignored, not raised.
+    write_termination_message(str(tmp_path / "missing" / "log"), {"ok": True})

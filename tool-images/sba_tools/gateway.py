@@ -148,7 +148,11 @@ class GatewayClient:
     def post_result(
         self, *, success: bool, result: Mapping[str, Any] | None, error: str | None
     ) -> dict[str, Any]:
-        payload = {"success": success, "result": dict(result) if result else None, "error": error}
+        payload = {
+            "success": success,
+            "result": dict(result) if result is not None else None,
+            "error": error,
+        }
         body = self._call_json("POST", RESULT_PATH, payload=payload, idempotent=False)
         if not isinstance(body, dict):
             raise GatewayError(

@@ -46,8 +46,7 @@ class JsonLogger:
             "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": level,
             "event": event,
-            **self._context,
-            **{k: v for k, v in fields.items() if v is not None},
+            **{k: v for k, v in {**self._context, **fields}.items() if v is not None},
         }
         line = json.dumps(record, default=str, ensure_ascii=False, separators=(",", ":"))
         for secret in self._secrets:

@@ -52,19 +52,28 @@ def write_termination_message(path: str, message: Mapping[str, Any]) -> None:
 
 
 def _fit(message: dict[str, Any]) -> bytes:
+    """Compact JSON of at most 1 KiB, shortening ``summary`` or ``error`` when needed."""
+
     def encode(m: dict[str, Any]) -> bytes:
         return json.dumps(m, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     data = encode(message)
     for key in ("summary", "error"):
         value = message.get(key)
-        while len(data) > TERMINATION_MESSAGE_LIMIT and isinstance(value, str) and value:
-            excess = len(data) - TERMINATION_MESSAGE_LIMIT
-            value = value[: max(0, len(value) - excess - 1)] + "…"
-            if len(value) <= 1:
-                value = ""
-            message[key] = value
-            data = encode(message)
+        if len(data) <= TERMINATION_MESSAGE_LIMIT or not isinstance(value, str):
+            continue
+        # The longest prefix (plus an ellipsis) that fits: a binary search over its length.
+        low, high = 0, len(value)
+        best = encode({**message, key: ""})
+        while low <= high:
+            mid = (low + high) // 2
+            candidate = encode({**message, key: value[:mid] + "…"})
+            if len(candidate) <= TERMINATION_MESSAGE_LIMIT:
+                best, low = candidate, mid + 1
+            else:
+                high = mid - 1
+        message[key] = json.loads(best)[key]
+        data = best
     if len(data) > TERMINATION_MESSAGE_LIMIT:
         data = encode({"ok": message.get("ok", False), "error": "termination message too long"})
     return data

@@ -59,7 +59,8 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         except Exception:
             # Headers are sent; an error body is impossible. Log and cut the stream.
             log.exception("SSE stream of run %s failed", request.match_info["run_id"])
-            request.transport and request.transport.close()  # type: ignore[func-returns-value]
+            if request.transport is not None:
+                request.transport.close()
         finally:
             gauge.dec()
         return response

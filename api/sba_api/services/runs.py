@@ -49,7 +49,7 @@ class InvalidCursor(BadRequest):
 
 def run_links(run_id: str) -> RunLinks:
     base = f"{API_PREFIX}/runs/{run_id}"
-    return RunLinks(self=base, events=f"{base}/events", artifacts=f"{base}/artifacts")
+    return RunLinks(self_=base, events=f"{base}/events", artifacts=f"{base}/artifacts")
 
 
 def parse_run_id(raw: str) -> UUID:

@@ -1,0 +1,5 @@
+import sys
+
+from sba_api.main import run
+
+sys.exit(run())

@@ -1,0 +1,131 @@
+"""The application factory: `create_app(settings)`.
+
+Clients (Postgres pool, Redis, the run-event listener, Kubernetes, the
+embeddings HTTP session) are created in a cleanup context when the app
+starts and closed when it stops; nothing is created at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import aiohttp
+from aiohttp import web
+from redis.asyncio import Redis
+
+from sba_api.embedding_openai import OpenAIEmbedder
+from sba_api.keys import METRICS, OPENAPI, SERVICES, SETTINGS, Services
+from sba_api.kube import KubeClient, build_api_client
+from sba_api.metrics import Metrics
+from sba_api.middleware import add_request_id_header, api_middleware
+from sba_api.openapi import build_openapi
+from sba_api.routes import ROUTES, add_routes
+from sba_api.services.artifacts import ArtifactService
+from sba_api.services.events import EventService
+from sba_api.services.gateway import GatewayService
+from sba_api.services.knowledge import KnowledgeService
+from sba_api.services.runs import RunService
+from sba_api.services.system import SystemService
+from sba_api.settings import EmbeddingProvider, Settings
+from sba_core.knowledge import Embedder, HashingEmbedder
+from sba_core.tools.registry import builtin_registry
+from sba_store.artifacts import ArtifactRepository
+from sba_store.db import create_pool
+from sba_store.eventbus import RunEventListener
+from sba_store.events import EventRepository
+from sba_store.knowledge import KnowledgeRepository
+from sba_store.runs import RunRepository
+from sba_store.tool_calls import ToolCallRepository
+
+log = logging.getLogger(__name__)
+
+API_TITLE = "SBA Agentic API"
+API_VERSION = "0.1.0"
+
+
+async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services:
+    pool = await create_pool(
+        settings.database.url,
+        min_size=settings.database.min_pool_size,
+        max_size=settings.database.max_pool_size,
+        application_name="sba-api",
+    )
+    stack.push_async_callback(pool.close)
+
+    redis = Redis.from_url(settings.redis.url)
+    stack.push_async_callback(redis.aclose)
+    listener = RunEventListener(redis)
+    await listener.start()
+    stack.push_async_callback(listener.stop)
+
+    api_client = await asyncio.to_thread(build_api_client, settings.kubernetes)
+    kube = KubeClient(api_client)
+    stack.callback(kube.close)
+
+    embedder: Embedder
+    if settings.embeddings.provider is EmbeddingProvider.OPENAI:
+        session = aiohttp.ClientSession()
+        stack.push_async_callback(session.close)
+        embedder = OpenAIEmbedder(
+            session,
+            base_url=settings.embeddings.base_url,
+            model=settings.embeddings.model,
+            api_key=settings.embeddings.api_key,
+            batch_size=settings.embeddings.batch_size,
+            timeout_seconds=settings.embeddings.timeout_seconds,
+        )
+    else:
+        embedder = HashingEmbedder()
+
+    registry = builtin_registry()
+    run_service = RunService(RunRepository(pool), kube, registry)
+    knowledge = KnowledgeService(KnowledgeRepository(pool), embedder)
+    artifacts = ArtifactService(ArtifactRepository(pool), run_service)
+    return Services(
+        runs=run_service,
+        events=EventService(
+            RunRepository(pool),
+            EventRepository(pool),
+            listener,
+            heartbeat_seconds=settings.sse.heartbeat_seconds,
+            batch_size=settings.sse.batch_size,
+        ),
+        artifacts=artifacts,
+        knowledge=knowledge,
+        gateway=GatewayService(
+            settings.gateway.step_token_secret,
+            ToolCallRepository(pool),
+            registry,
+            knowledge,
+            artifacts,
+        ),
+        system=SystemService(pool, redis, registry),
+    )
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    async with AsyncExitStack() as stack:
+        app[SERVICES] = await _build_services(app[SETTINGS], stack)
+        log.info("API resources ready")
+        yield
+
+
+def create_app(settings: Settings, *, services: Services | None = None) -> web.Application:
+    """Build the application. Pass `services` to run without real backends (unit tests)."""
+    app = web.Application(
+        middlewares=[api_middleware],
+        client_max_size=max(settings.http.max_body_bytes, settings.http.max_artifact_bytes) + 1,
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app[OPENAPI] = build_openapi(ROUTES, title=API_TITLE, version=API_VERSION)
+    add_routes(app)
+    app.on_response_prepare.append(add_request_id_header)
+    if services is not None:
+        app[SERVICES] = services
+    else:
+        app.cleanup_ctx.append(_resources)
+    return app

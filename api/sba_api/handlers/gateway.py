@@ -1,0 +1,61 @@
+"""/internal/v1: the tool gateway. Every route needs a step token."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from sba_api.errors import BadRequest, ErrorItem
+from sba_api.handlers._common import json_response, read_body, read_json, services, settings
+from sba_api.schemas import StepResultIn
+from sba_core.step_token import StepClaims
+from sba_core.tools.contracts import KnowledgeSearchParams
+
+TITLE_HEADER = "X-Artifact-Title"
+MAX_TITLE_CHARS = 200
+
+
+def _claims(request: web.Request) -> StepClaims:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" else None
+    return services(request).gateway.authenticate(bearer)
+
+
+async def get_step(request: web.Request) -> web.Response:
+    claims = _claims(request)
+    return json_response(await services(request).gateway.step_input(claims))
+
+
+async def knowledge_search(request: web.Request) -> web.Response:
+    claims = _claims(request)
+    params = await read_json(request, KnowledgeSearchParams)
+    return json_response(await services(request).gateway.knowledge_search(claims, params))
+
+
+async def upload_artifact(request: web.Request) -> web.Response:
+    claims = _claims(request)
+    title = unquote(request.headers.get(TITLE_HEADER, "")).strip()
+    if not title or len(title) > MAX_TITLE_CHARS:
+        raise BadRequest(
+            f"{TITLE_HEADER} must hold a title of 1 to {MAX_TITLE_CHARS} characters",
+            details=[ErrorItem(loc=TITLE_HEADER, msg="missing or too long")],
+        )
+    content_type = request.headers.get("Content-Type", "").strip() or "application/octet-stream"
+    if len(content_type) > 200 or "/" not in content_type:
+        raise BadRequest(
+            "Content-Type must be a media type",
+            details=[ErrorItem(loc="Content-Type", msg="not a media type")],
+        )
+    content = await read_body(request, settings(request).http.max_artifact_bytes)
+    stored = await services(request).gateway.upload_artifact(
+        claims, title=title, content_type=content_type, content=content
+    )
+    return json_response(stored, status=201)
+
+
+async def post_step_result(request: web.Request) -> web.Response:
+    claims = _claims(request)
+    body = await read_json(request, StepResultIn)
+    return json_response(await services(request).gateway.record_result(claims, body))

@@ -1,0 +1,20 @@
+"""/api/v1/knowledge: ingest documents and search them."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from sba_api.handlers._common import json_response, read_json, services
+from sba_api.schemas import KnowledgeDocumentIn, KnowledgeSearchIn
+
+
+async def ingest_document(request: web.Request) -> web.Response:
+    document = await read_json(request, KnowledgeDocumentIn)
+    created = await services(request).knowledge.ingest(document)
+    return json_response(created, status=201)
+
+
+async def search(request: web.Request) -> web.Response:
+    query = await read_json(request, KnowledgeSearchIn)
+    result = await services(request).knowledge.search(query.tenant, query.query, query.top_k)
+    return json_response(result)

@@ -1,0 +1,34 @@
+"""`sba-agentic api` / `python -m sba_api`: serve the API."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from aiohttp import web
+
+from sba_api.app import create_app
+from sba_api.logs import configure_logging
+from sba_api.settings import Settings, SettingsError
+
+log = logging.getLogger("sba_api")
+
+
+def run() -> int:
+    configure_logging(os.environ.get("SBA_LOG_LEVEL", "INFO").upper())
+    try:
+        settings = Settings.from_env()
+    except SettingsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    log.info("starting API on %s:%s", settings.http.host, settings.http.port)
+    web.run_app(
+        create_app(settings),
+        host=settings.http.host,
+        port=settings.http.port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=5.0,
+    )
+    return 0

@@ -1,0 +1,200 @@
+"""The OpenAPI 3.1 document, generated from the route table and the pydantic models.
+
+Handlers parse with the same models the document describes, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from sba_api.schemas import ErrorBody
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+_PATH_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_STATUS_TEXT = {
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    304: "Not Modified",
+    400: "Bad request: invalid JSON, fields or query",
+    401: "Missing, invalid or expired step token",
+    403: "Not allowed for this step's tool",
+    404: "Not found",
+    413: "Body too large",
+    415: "Content-Type is not application/json",
+    422: "Result does not fit the tool's contract (recorded as failed)",
+    500: "Internal error",
+    502: "A dependency answered with an error",
+    503: "A dependency is unavailable",
+}
+
+
+@dataclass(frozen=True)
+class Media:
+    """A response or request body that is not a JSON model."""
+
+    media_type: str
+    schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "string"})
+    description: str = ""
+
+
+Body = type[BaseModel] | Media | None
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    method: str
+    path: str
+    handler: Handler
+    operation_id: str
+    summary: str
+    tag: str
+    request: Body = None
+    query: type[BaseModel] | None = None
+    responses: Mapping[int, Body] = field(default_factory=lambda: {200: None})
+    errors: Sequence[int] = ()
+    step_token: bool = False
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Request headers the route reads, name -> description."""
+    path_formats: Mapping[str, str] = field(default_factory=dict)
+
+
+def _models(routes: Sequence[RouteSpec]) -> list[tuple[type[BaseModel], JsonSchemaMode]]:
+    wanted: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {
+        (ErrorBody, "serialization"): None
+    }
+    for route in routes:
+        if isinstance(route.request, type):
+            wanted[(route.request, "validation")] = None
+        for body in route.responses.values():
+            if isinstance(body, type):
+                wanted[(body, "serialization")] = None
+    return list(wanted)
+
+
+def _parameters(route: RouteSpec, query_schema: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = []
+    for name in _PATH_PARAM.findall(route.path):
+        schema: dict[str, Any] = {"type": "string"}
+        if name in route.path_formats:
+            schema["format"] = route.path_formats[name]
+        params.append({"name": name, "in": "path", "required": True, "schema": schema})
+    if query_schema is not None:
+        required = set(query_schema.get("required", []))
+        for name, schema in query_schema.get("properties", {}).items():
+            param: dict[str, Any] = {
+                "name": name,
+                "in": "query",
+                "required": name in required,
+                "schema": {k: v for k, v in schema.items() if k != "description"},
+            }
+            if "description" in schema:
+                param["description"] = schema["description"]
+            params.append(param)
+    for name, description in route.headers.items():
+        params.append(
+            {
+                "name": name,
+                "in": "header",
+                "required": False,
+                "description": description,
+                "schema": {"type": "string"},
+            }
+        )
+    return params
+
+
+def build_openapi(
+    routes: Sequence[RouteSpec], *, title: str, version: str, server_url: str | None = None
+) -> dict[str, Any]:
+    keyed, top = models_json_schema(_models(routes), ref_template=REF_TEMPLATE)
+    components: dict[str, Any] = dict(top.get("$defs", {}))
+    mode_by_location: dict[str, JsonSchemaMode] = {
+        "request": "validation",
+        "response": "serialization",
+    }
+
+    def ref(model: type[BaseModel], where: Literal["request", "response"]) -> dict[str, Any]:
+        return dict(keyed[(model, mode_by_location[where])])
+
+    def content(body: Body, where: Literal["request", "response"]) -> dict[str, Any] | None:
+        if body is None:
+            return None
+        if isinstance(body, Media):
+            return {body.media_type: {"schema": dict(body.schema)}}
+        return {"application/json": {"schema": ref(body, where)}}
+
+    paths: dict[str, Any] = {}
+    for route in routes:
+        query_schema = (
+            route.query.model_json_schema(by_alias=True, mode="validation")
+            if route.query is not None
+            else None
+        )
+        operation: dict[str, Any] = {
+            "operationId": route.operation_id,
+            "summary": route.summary,
+            "tags": [route.tag],
+        }
+        parameters = _parameters(route, query_schema)
+        if parameters:
+            operation["parameters"] = parameters
+        request_content = content(route.request, "request")
+        if request_content is not None:
+            operation["requestBody"] = {"required": True, "content": request_content}
+        responses: dict[str, Any] = {}
+        for status, body in sorted(route.responses.items()):
+            entry: dict[str, Any] = {
+                "description": (
+                    body.description
+                    if isinstance(body, Media) and body.description
+                    else _STATUS_TEXT.get(status, "")
+                )
+            }
+            response_content = content(body, "response")
+            if response_content is not None:
+                entry["content"] = response_content
+            responses[str(status)] = entry
+        for status in sorted({*route.errors, 500}):
+            responses[str(status)] = {
+                "description": _STATUS_TEXT.get(status, "Error"),
+                "content": {"application/json": {"schema": ref(ErrorBody, "response")}},
+            }
+        operation["responses"] = responses
+        if route.step_token:
+            operation["security"] = [{"stepToken": []}]
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": title,
+            "version": version,
+            "description": "Kubernetes-native orchestrator for AI-agent runs. Every response "
+            "carries X-Request-ID; every error has the ErrorBody shape.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "stepToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "Step token minted by the operator for one tool-step attempt.",
+                }
+            },
+        },
+    }
+    if server_url:
+        document["servers"] = [{"url": server_url}]
+    return document

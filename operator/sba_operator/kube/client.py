@@ -1,0 +1,268 @@
+"""Thin wrappers around the `kubernetes` sync client, run in threads.
+
+Every call returns plain JSON-ready dicts (or None for "not found" on reads)
+and raises only the exceptions below, so the layers above never see a
+`kubernetes` or `urllib3` type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, ParamSpec, TypeVar, cast
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+
+from sba_core import group
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+
+
+class KubeError(Exception):
+    """A Kubernetes API call failed."""
+
+
+class KubeUnavailable(KubeError):
+    """The API server could not be reached (connection refused, timeout, TLS)."""
+
+
+class ApiError(KubeError):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class NotFound(ApiError):
+    pass
+
+
+class Conflict(ApiError):
+    """409: the object exists already (create) or changed under us (update)."""
+
+
+def _translate(exc: Exception) -> KubeError:
+    if isinstance(exc, ApiException):
+        status = int(exc.status or 0)
+        reason = str(exc.reason or "")
+        message = reason
+        body = exc.body
+        if body:
+            try:
+                parsed = json.loads(body)
+                message = str(parsed.get("message") or reason)
+                reason = str(parsed.get("reason") or reason)
+            except (ValueError, AttributeError):
+                message = str(body)[:500]
+        if status == 404:
+            return NotFound(status, reason, message)
+        if status == 409:
+            return Conflict(status, reason, message)
+        if status == 0:
+            return KubeUnavailable(message or "no response from the API server")
+        return ApiError(status, reason, message)
+    return KubeUnavailable(f"{type(exc).__name__}: {exc}")
+
+
+_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
+    ApiException,
+    urllib3.exceptions.HTTPError,
+    OSError,
+)
+
+
+def new_api_client(kubeconfig: str | None) -> k8s.ApiClient:
+    """An ApiClient from in-cluster config, else `kubeconfig` (or the default kubeconfig)."""
+    if kubeconfig is None:
+        try:
+            configuration = k8s.Configuration()
+            k8s_config.load_incluster_config(client_configuration=configuration)
+            return k8s.ApiClient(configuration)
+        except k8s_config.ConfigException:
+            pass
+    return k8s_config.new_client_from_config(config_file=kubeconfig)
+
+
+class Kube:
+    """The operator's Kubernetes calls. One instance per process, created at startup."""
+
+    def __init__(self, api: k8s.ApiClient, request_timeout: float = 60.0) -> None:
+        self._api = api
+        self._timeout = request_timeout
+        self._custom = k8s.CustomObjectsApi(api)
+        self._batch = k8s.BatchV1Api(api)
+        self._core = k8s.CoreV1Api(api)
+
+    def close(self) -> None:
+        self._api.close()
+
+    async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        def run() -> T:
+            try:
+                return fn(*args, **kwargs)
+            except _TRANSPORT_ERRORS as exc:
+                raise _translate(exc) from exc
+
+        return await asyncio.to_thread(run)
+
+    def _plain(self, obj: Any) -> dict[str, Any]:
+        if isinstance(obj, dict):
+            return obj
+        return cast(dict[str, Any], self._api.sanitize_for_serialization(obj))
+
+    async def _get(self, fn: Callable[..., Any], *args: Any) -> dict[str, Any] | None:
+        try:
+            obj = await self._call(fn, *args, _request_timeout=self._timeout)
+        except NotFound:
+            return None
+        return self._plain(obj)
+
+    # -- AgentRuns -------------------------------------------------------------------------
+
+    async def get_agentrun(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(
+            self._custom.get_namespaced_custom_object,
+            group.GROUP,
+            group.VERSION,
+            namespace,
+            group.AGENTRUN_PLURAL,
+            name,
+        )
+
+    async def replace_agentrun_status(
+        self, namespace: str, name: str, resource_version: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Replace status via the status subresource, guarded by resourceVersion (409 on race)."""
+        body = {
+            "apiVersion": group.API_VERSION,
+            "kind": group.AGENTRUN_KIND,
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": resource_version},
+            "status": dict(status),
+        }
+        obj = await self._call(
+            self._custom.replace_namespaced_custom_object_status,
+            group.GROUP,
+            group.VERSION,
+            namespace,
+            group.AGENTRUN_PLURAL,
+            name,
+            body,
+            _request_timeout=self._timeout,
+        )
+        return self._plain(obj)
+
+    # -- Tenants ---------------------------------------------------------------------------
+
+    async def get_tenant(self, name: str) -> dict[str, Any] | None:
+        return await self._get(
+            self._custom.get_cluster_custom_object,
+            group.GROUP,
+            group.VERSION,
+            group.TENANT_PLURAL,
+            name,
+        )
+
+    async def patch_tenant_status(self, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
+        obj = await self._call(
+            self._custom.patch_cluster_custom_object_status,
+            group.GROUP,
+            group.VERSION,
+            group.TENANT_PLURAL,
+            name,
+            {"status": dict(status)},
+            _request_timeout=self._timeout,
+        )
+        return self._plain(obj)
+
+    # -- Namespaces ------------------------------------------------------------------------
+
+    async def get_namespace(self, name: str) -> dict[str, Any] | None:
+        return await self._get(self._core.read_namespace, name)
+
+    async def create_namespace(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        obj = await self._call(
+            self._core.create_namespace, dict(body), _request_timeout=self._timeout
+        )
+        return self._plain(obj)
+
+    async def patch_namespace(self, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        obj = await self._call(
+            self._core.patch_namespace, name, dict(patch), _request_timeout=self._timeout
+        )
+        return self._plain(obj)
+
+    # -- Jobs, pods, secrets ---------------------------------------------------------------
+
+    async def list_run_jobs(self, namespace: str, run_uid: str) -> list[dict[str, Any]]:
+        result = await self._call(
+            self._batch.list_namespaced_job,
+            namespace,
+            label_selector=f"{group.LABEL_RUN_UID}={run_uid}",
+            _request_timeout=self._timeout,
+        )
+        return [self._plain(item) for item in result.items]
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(self._batch.read_namespaced_job, name, namespace)
+
+    async def create_job(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        obj = await self._call(
+            self._batch.create_namespaced_job, namespace, dict(body), _request_timeout=self._timeout
+        )
+        return self._plain(obj)
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            await self._call(
+                self._batch.delete_namespaced_job,
+                name,
+                namespace,
+                propagation_policy="Background",
+                _request_timeout=self._timeout,
+            )
+        except NotFound:
+            pass
+
+    async def list_job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
+        result = await self._call(
+            self._core.list_namespaced_pod,
+            namespace,
+            label_selector=f"{JOB_NAME_LABEL}={job_name}",
+            _request_timeout=self._timeout,
+        )
+        return [self._plain(item) for item in result.items]
+
+    async def apply_secret(self, namespace: str, body: Mapping[str, Any]) -> None:
+        """Create the Secret, or replace its data when it exists already."""
+        try:
+            await self._call(
+                self._core.create_namespaced_secret,
+                namespace,
+                dict(body),
+                _request_timeout=self._timeout,
+            )
+        except Conflict:
+            name = str(body["metadata"]["name"])
+            await self._call(
+                self._core.patch_namespaced_secret,
+                name,
+                namespace,
+                {"stringData": body.get("stringData", {})},
+                _request_timeout=self._timeout,
+            )
+
+    async def delete_secret(self, namespace: str, name: str) -> None:
+        try:
+            await self._call(
+                self._core.delete_namespaced_secret, name, namespace, _request_timeout=self._timeout
+            )
+        except NotFound:
+            pass

@@ -1,0 +1,313 @@
+"""The local node agent against the real control plane: the real scheduler binds pods to
+its Node and the real Job controller reacts to the statuses it reports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sba_devstack.nodeagent.kube import Json, Kube, KubeError
+from tests.fixtures.nodeagent import NodeAgentHandle
+
+pytestmark = pytest.mark.integration
+
+RESTRICTED_CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "runAsUser": 65534,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+@pytest.fixture(scope="module")
+def api(kubeconfig: Path, node_agent: NodeAgentHandle) -> Iterator[Kube]:
+    kube = Kube.from_kubeconfig(kubeconfig)
+    yield kube
+    kube.close()
+
+
+@pytest.fixture
+def namespace(api: Kube) -> Iterator[str]:
+    """A fresh namespace enforcing Pod Security "restricted", with its default SA."""
+    name = f"na-{uuid.uuid4().hex[:8]}"
+    api.request(
+        "POST",
+        "/api/v1/namespaces",
+        body={
+            "metadata": {
+                "name": name,
+                "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+            }
+        },
+    )
+    wait_for(
+        lambda: api.get(f"/api/v1/namespaces/{name}/serviceaccounts/default"),
+        what="the default ServiceAccount",
+    )
+    yield name
+    with contextlib.suppress(KubeError):
+        api.request("DELETE", f"/api/v1/namespaces/{name}")
+
+
+def pod_spec(script: str, marker: str = "", **extra: Any) -> Json:
+    env = [{"name": "SBA_TEST_MARKER", "value": marker}] if marker else []
+    return {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65534,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": "main",
+                "image": "busybox:1.36",
+                "command": ["sh", "-c", script],
+                "env": env,
+                "securityContext": RESTRICTED_CONTAINER_SECURITY,
+                "resources": {"limits": {"cpu": "500m", "memory": "128Mi"}},
+            }
+        ],
+        **extra,
+    }
+
+
+def create_job(
+    api: Kube,
+    namespace: str,
+    script: str,
+    *,
+    backoff_limit: int = 0,
+    active_deadline_seconds: int | None = None,
+    marker: str = "",
+) -> str:
+    name = f"job-{uuid.uuid4().hex[:6]}"
+    spec: Json = {
+        "backoffLimit": backoff_limit,
+        "template": {"spec": pod_spec(script, marker)},
+    }
+    if active_deadline_seconds is not None:
+        spec["activeDeadlineSeconds"] = active_deadline_seconds
+    api.request(
+        "POST",
+        f"/apis/batch/v1/namespaces/{namespace}/jobs",
+        body={"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name}, "spec": spec},
+    )
+    return name
+
+
+def create_pod(api: Kube, namespace: str, spec: Json) -> str:
+    name = f"pod-{uuid.uuid4().hex[:6]}"
+    api.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/pods",
+        body={"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec},
+    )
+    return name
+
+
+def job_condition(api: Kube, namespace: str, name: str) -> Json | None:
+    job = api.request("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}")
+    for cond in job.get("status", {}).get("conditions") or []:
+        if cond["type"] in ("Complete", "Failed") and cond["status"] == "True":
+            return dict(cond)
+    return None
+
+
+def job_pods(api: Kube, namespace: str, job: str) -> list[Json]:
+    listing = api.request(
+        "GET",
+        f"/api/v1/namespaces/{namespace}/pods",
+        query={"labelSelector": f"job-name={job}"},
+    )
+    return list(listing["items"])
+
+
+def get_pod(api: Kube, namespace: str, name: str) -> Json | None:
+    return api.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+
+
+def terminated(pod: Json) -> Json:
+    return dict(pod["status"]["containerStatuses"][0]["state"]["terminated"])
+
+
+def marked_pids(marker: str) -> list[int]:
+    """Host processes whose environment carries SBA_TEST_MARKER=<marker>."""
+    needle = f"SBA_TEST_MARKER={marker}".encode()
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if needle in Path(entry.path, "environ").read_bytes().split(b"\0"):
+                    pids.append(int(entry.name))
+    return pids
+
+
+def test_node_is_registered_ready_with_capacity(api: Kube, node_agent: NodeAgentHandle) -> None:
+    node = api.request("GET", f"/api/v1/nodes/{node_agent.node_name}")
+    status = node["status"]
+    assert status["nodeInfo"]["kubeletVersion"] == "v1.35.4"
+    assert int(status["allocatable"]["pods"]) > 0
+    assert {"type": "InternalIP", "address": "127.0.0.1"} in status["addresses"]
+    assert node["metadata"]["labels"]["kubernetes.io/hostname"] == node_agent.node_name
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions == {
+        "Ready": "True",
+        "MemoryPressure": "False",
+        "DiskPressure": "False",
+        "PIDPressure": "False",
+    }
+    assert not node["spec"].get("taints")
+    lease = api.request(
+        "GET",
+        f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node_agent.node_name}",
+    )
+    assert lease["spec"]["holderIdentity"] == node_agent.node_name
+
+
+def test_job_completes_with_termination_message(api: Kube, namespace: str) -> None:
+    created = time.monotonic()
+    job = create_job(api, namespace, 'echo "all done" > "$SBA_TERMINATION_LOG"')
+    cond = wait_for(lambda: job_condition(api, namespace, job), what="the Job to finish")
+    elapsed = time.monotonic() - created
+    assert cond["type"] == "Complete", cond
+    (pod,) = job_pods(api, namespace, job)
+    assert pod["status"]["phase"] == "Succeeded"
+    state = terminated(pod)
+    assert state["exitCode"] == 0
+    assert state["reason"] == "Completed"
+    assert state["message"] == "all done\n"
+    assert pod["status"]["containerStatuses"][0]["containerID"].startswith("sba://")
+    print(f"trivial Job complete after {elapsed:.2f}s")
+
+
+def test_container_runs_as_non_root(api: Kube, namespace: str) -> None:
+    job = create_job(api, namespace, 'id -u > "$SBA_TERMINATION_LOG"')
+    cond = wait_for(lambda: job_condition(api, namespace, job), what="the Job to finish")
+    assert cond["type"] == "Complete", cond
+    (pod,) = job_pods(api, namespace, job)
+    uid = terminated(pod)["message"].strip()
+    assert uid.isdigit()
+    assert int(uid) != 0
+    assert int(uid) == 65534
+
+
+def test_failing_job_exhausts_backoff_limit(api: Kube, namespace: str) -> None:
+    job = create_job(api, namespace, "echo failing >&2; exit 3", backoff_limit=1)
+    cond = wait_for(lambda: job_condition(api, namespace, job), timeout=90, what="the Job to fail")
+    assert cond["type"] == "Failed", cond
+    assert cond["reason"] == "BackoffLimitExceeded"
+    pods = job_pods(api, namespace, job)
+    assert len(pods) == 2
+    for pod in pods:
+        assert pod["status"]["phase"] == "Failed"
+        state = terminated(pod)
+        assert state["exitCode"] == 3
+        assert state["reason"] == "Error"
+
+
+def test_job_deadline_kills_the_process(api: Kube, namespace: str) -> None:
+    marker = uuid.uuid4().hex
+    job = create_job(api, namespace, "sleep 60", active_deadline_seconds=2, marker=marker)
+    wait_for(lambda: marked_pids(marker), timeout=30, what="the container process")
+    cond = wait_for(lambda: job_condition(api, namespace, job), timeout=60, what="the Job to fail")
+    assert cond["type"] == "Failed", cond
+    assert cond["reason"] == "DeadlineExceeded"
+    assert wait_for(lambda: not marked_pids(marker), timeout=10, what="the process to exit")
+
+
+def test_pod_active_deadline_marks_pod_failed(api: Kube, namespace: str) -> None:
+    marker = uuid.uuid4().hex
+    name = create_pod(api, namespace, pod_spec("sleep 60", marker, activeDeadlineSeconds=2))
+    pod = wait_for(
+        lambda: (p := get_pod(api, namespace, name)) and p["status"].get("phase") == "Failed" and p,
+        timeout=30,
+        what="the pod to fail",
+    )
+    assert pod["status"]["reason"] == "DeadlineExceeded"
+    assert terminated(pod)["reason"] == "DeadlineExceeded"
+    assert not marked_pids(marker)
+
+
+def test_deleting_a_running_pod_kills_its_process(api: Kube, namespace: str) -> None:
+    marker = uuid.uuid4().hex
+    name = create_pod(api, namespace, pod_spec("sleep 300", marker))
+    pod = wait_for(
+        lambda: (
+            (p := get_pod(api, namespace, name)) and p["status"].get("phase") == "Running" and p
+        ),
+        timeout=30,
+        what="the pod to run",
+    )
+    running = pod["status"]["containerStatuses"][0]
+    assert running["ready"] is True
+    assert "running" in running["state"]
+    assert pod["status"]["podIP"] == "127.0.0.1"
+    assert wait_for(lambda: marked_pids(marker), timeout=10, what="the container process")
+    started = time.monotonic()
+    api.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}")
+    wait_for(lambda: not marked_pids(marker), timeout=10, what="the process to exit")
+    wait_for(lambda: get_pod(api, namespace, name) is None, timeout=15, what="the pod to go")
+    # SIGTERM ends `sleep` at once, so the agent removes the pod long before the 30s grace.
+    assert time.monotonic() - started < 15
+
+
+def test_unknown_image_fails_the_pod(api: Kube, namespace: str) -> None:
+    spec = pod_spec("true")
+    spec["containers"][0]["image"] = "example.com/no-such-image:1"
+    name = create_pod(api, namespace, spec)
+    pod = wait_for(
+        lambda: (p := get_pod(api, namespace, name)) and p["status"].get("phase") == "Failed" and p,
+        timeout=30,
+        what="the pod to fail",
+    )
+    waiting = pod["status"]["containerStatuses"][0]["state"]["waiting"]
+    assert waiting["reason"] == "ErrImagePull"
+    assert "example.com/no-such-image:1" in waiting["message"]
+
+
+def test_tool_runtime_image_runs_the_venv_python_unprivileged(api: Kube, namespace: str) -> None:
+    """The venv's interpreter may live under a directory the sandbox user cannot enter
+    (here /root/.pyenv); the agent must still make it runnable as that user."""
+    script = (
+        "import os, sba_tools; "
+        "open(os.environ['SBA_TERMINATION_LOG'], 'w').write(f'{os.getuid()} {sba_tools.__name__}')"
+    )
+    spec = pod_spec("")
+    spec["containers"][0].update(
+        {"image": "sba-agentic/tool-runtime:dev", "command": ["python", "-c", script]}
+    )
+    name = create_pod(api, namespace, spec)
+    pod = wait_for(
+        lambda: (
+            (p := get_pod(api, namespace, name))
+            and p["status"].get("phase") in ("Succeeded", "Failed")
+            and p
+        ),
+        timeout=30,
+        what="the pod to finish",
+    )
+    state = terminated(pod)
+    assert pod["status"]["phase"] == "Succeeded", state
+    assert state["message"] == "65534 sba_tools"

@@ -1,0 +1,93 @@
+"""The generated OpenAPI document lists every route with its models."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from sba_api.app import create_app
+from sba_api.openapi import build_openapi
+from sba_api.routes import ROUTES
+from sba_api.settings import Settings
+
+
+def _doc() -> dict[str, Any]:
+    return build_openapi(ROUTES, title="t", version="1")
+
+
+def _refs(node: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                found.add(value)
+            else:
+                found |= _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _refs(value)
+    return found
+
+
+def test_every_route_is_documented() -> None:
+    doc = _doc()
+    assert doc["openapi"].startswith("3.1")
+    for route in ROUTES:
+        assert route.method.lower() in doc["paths"][route.path], route.path
+    # and nothing else
+    documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
+    assert documented == {(r.method, r.path) for r in ROUTES}
+    operation_ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
+    assert len(operation_ids) == len(set(operation_ids))
+
+
+def test_components_hold_the_models_and_refs_resolve() -> None:
+    doc = _doc()
+    schemas = doc["components"]["schemas"]
+    for name in ("AgentRunSpec", "RunCreated", "RunView", "RunList", "ErrorBody", "StepResultIn"):
+        assert any(key == name or key.startswith(f"{name}-") for key in schemas), name
+    for ref in _refs(doc):
+        assert ref.startswith("#/components/schemas/")
+        assert ref.rsplit("/", 1)[1] in schemas, ref
+    spec = next(v for k, v in schemas.items() if k.startswith("AgentRunSpec"))
+    assert {"tenant", "prompt"} <= set(spec["required"])
+    assert "options" in spec["properties"]
+    error = schemas["ErrorInfo"]
+    assert set(error["properties"]) == {"code", "message", "details", "request_id"}
+
+
+def test_routes_reference_their_models() -> None:
+    doc = _doc()
+    create = doc["paths"]["/api/v1/runs"]["post"]
+    assert create["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "AgentRunSpec"
+    ) or "AgentRunSpec" in str(create["requestBody"])
+    assert "RunCreated" in str(create["responses"]["201"])
+    assert "ErrorBody" in str(create["responses"]["400"])
+    assert "ErrorBody" in str(create["responses"]["500"])
+    listing = doc["paths"]["/api/v1/runs"]["get"]
+    params = {p["name"]: p for p in listing["parameters"]}
+    assert params["tenant"]["required"] is True
+    assert params["limit"]["required"] is False
+    events = doc["paths"]["/api/v1/runs/{run_id}/events"]["get"]
+    assert "text/event-stream" in events["responses"]["200"]["content"]
+    assert {p["name"] for p in events["parameters"]} >= {"run_id", "lastEventId", "Last-Event-ID"}
+    step = doc["paths"]["/internal/v1/step"]["get"]
+    assert step["security"] == [{"stepToken": []}]
+    for path, ops in doc["paths"].items():
+        for name in re.findall(r"\{(\w+)\}", path):
+            for op in ops.values():
+                assert any(p["in"] == "path" and p["name"] == name for p in op["parameters"])
+
+
+async def test_openapi_is_served() -> None:
+    app = create_app(Settings(), services=None)
+    app.cleanup_ctx.clear()  # no backends needed to serve the document
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.get("/openapi.json")
+        assert resp.status == 200
+        doc = await resp.json()
+        assert "/api/v1/runs" in doc["paths"]
+        assert resp.headers["X-Request-ID"]
