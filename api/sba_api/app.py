@@ -33,6 +33,7 @@ from sba_api.settings import EmbeddingProvider, Settings
 from sba_core.knowledge import Embedder, HashingEmbedder
 from sba_core.tools.registry import builtin_registry
 from sba_store.artifacts import ArtifactRepository
+from sba_store.audit import AuditRepository
 from sba_store.db import create_pool
 from sba_store.eventbus import RunEventListener
 from sba_store.events import EventRepository
@@ -81,7 +82,7 @@ async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services
         embedder = HashingEmbedder()
 
     registry = builtin_registry()
-    run_service = RunService(RunRepository(pool), kube, registry)
+    run_service = RunService(RunRepository(pool), kube, registry, AuditRepository(pool))
     knowledge = KnowledgeService(KnowledgeRepository(pool), embedder)
     artifacts = ArtifactService(ArtifactRepository(pool), run_service)
     return Services(

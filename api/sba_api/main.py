@@ -23,12 +23,16 @@ def run() -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     log.info("starting API on %s:%s", settings.http.host, settings.http.port)
-    web.run_app(
-        create_app(settings),
-        host=settings.http.host,
-        port=settings.http.port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=5.0,
-    )
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.http.host,
+            port=settings.http.port,
+            access_log=None,
+            print=None,
+            shutdown_timeout=5.0,
+        )
+    except Exception:
+        log.exception("the API stopped with an error")
+        return 1
     return 0

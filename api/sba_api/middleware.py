@@ -117,15 +117,32 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("unhandled error in %s %s", request.method, request.path)
+            log.exception(
+                "unhandled error in %s %s",
+                request.method,
+                request.path,
+                extra={"request_id": request_id},
+            )
             response = error_response(500, "internal_error", "internal server error", request_id)
         if not response.prepared:
             response.headers[REQUEST_ID_HEADER] = request_id
         return response
     finally:
         status = response.status if response is not None else 499
-        request.app[METRICS].observe(
-            request.method, _route_label(request), status, time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        route = _route_label(request)
+        request.app[METRICS].observe(request.method, route, status, elapsed)
+        log.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            status,
+            extra={
+                "request_id": request_id,
+                "route": route,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 1),
+            },
         )
         request_id_var.reset(token)
 

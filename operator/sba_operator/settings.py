@@ -19,7 +19,9 @@ and the result is handed to Kopf's startup handler through the memo.
 | SBA_JOB_BACKOFF_LIMIT | 0 | Job backoffLimit (pod retries inside one attempt) |
 | SBA_JOB_TTL_AFTER_FINISHED | 3600 | Job ttlSecondsAfterFinished |
 | SBA_JOB_TMP_SIZE | 64Mi | sizeLimit of the /tmp emptyDir |
-| SBA_JOB_CPU_REQUEST / SBA_JOB_MEMORY_REQUEST / SBA_JOB_EPHEMERAL_REQUEST | 50m / 64Mi / 16Mi | requests |
+| SBA_JOB_CPU_REQUEST | 50m | cpu request (limits come from the tool's spec) |
+| SBA_JOB_MEMORY_REQUEST | 64Mi | memory request |
+| SBA_JOB_EPHEMERAL_REQUEST | 16Mi | ephemeral-storage request |
 | SBA_KOPF_SERVER_TIMEOUT / SBA_KOPF_CLIENT_TIMEOUT | 300 / 330 | watch timeouts, seconds |
 """
 
@@ -130,7 +132,9 @@ class Settings:
                 raise SettingsError(f"{name} must be positive")
             return value
 
-        namespaces = tuple(ns.strip() for ns in text("SBA_WATCH_NAMESPACES").split(",") if ns.strip())
+        namespaces = tuple(
+            ns.strip() for ns in text("SBA_WATCH_NAMESPACES").split(",") if ns.strip()
+        )
         job = JobDefaults(
             active_deadline_seconds=number("SBA_JOB_ACTIVE_DEADLINE", 300, 1),
             backoff_limit=number("SBA_JOB_BACKOFF_LIMIT", 0, 0),

@@ -4,6 +4,7 @@ its Node and the real Job controller reacts to the statuses it reports."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 import uuid
@@ -186,6 +187,28 @@ def test_node_is_registered_ready_with_capacity(api: Kube, node_agent: NodeAgent
     assert lease["spec"]["holderIdentity"] == node_agent.node_name
 
 
+def test_agent_acts_as_the_node_identity(node_agent: NodeAgentHandle) -> None:
+    """Given the admin kubeconfig, the agent bootstrapped node credentials via a CSR."""
+    assert node_agent.log_path is not None
+    records = [json.loads(line) for line in node_agent.log_path.read_text().splitlines()]
+    creds = [r for r in records if r.get("event") == "node.credentials"]
+    assert creds, "the agent kept the admin identity"
+    assert creds[0]["user"] == f"system:node:{node_agent.node_name}"
+
+
+def test_node_authorizer_confines_the_agent(node_agent: NodeAgentHandle) -> None:
+    """With its node kubeconfig the agent may not read arbitrary Secrets."""
+    assert node_agent.work_dir is not None
+    node = Kube.from_kubeconfig(node_agent.work_dir / "pki" / "node.kubeconfig")
+    try:
+        with pytest.raises(KubeError) as err:
+            node.request("GET", "/api/v1/namespaces/kube-system/secrets")
+        assert err.value.status == 403
+        assert node.get(f"/api/v1/nodes/{node_agent.node_name}") is not None
+    finally:
+        node.close()
+
+
 def test_job_completes_with_termination_message(api: Kube, namespace: str) -> None:
     created = time.monotonic()
     job = create_job(api, namespace, 'echo "all done" > "$SBA_TERMINATION_LOG"')
@@ -311,3 +334,69 @@ def test_tool_runtime_image_runs_the_venv_python_unprivileged(api: Kube, namespa
     state = terminated(pod)
     assert pod["status"]["phase"] == "Succeeded", state
     assert state["message"] == "65534 sba_tools"
+
+
+def test_job_latency(api: Kube, namespace: str) -> None:
+    """Job created -> pod Running -> Job Complete, observed through a watch; generous
+    bounds, printed for the record (run with -s)."""
+    events: list[tuple[float, Json]] = []
+    created = time.monotonic()
+    job = create_job(api, namespace, "sleep 0.5")
+    path = f"/api/v1/namespaces/{namespace}/pods"
+    running_at = None
+    for event in api.watch(path, {"labelSelector": f"job-name={job}"}, timeout_seconds=30):
+        events.append((time.monotonic(), event))
+        phase = event["object"].get("status", {}).get("phase")
+        if phase == "Running" and running_at is None:
+            running_at = time.monotonic() - created
+        if phase in ("Succeeded", "Failed"):
+            break
+    assert running_at is not None, [e["object"].get("status") for _, e in events]
+    wait_for(lambda: job_condition(api, namespace, job), what="the Job to finish")
+    complete_at = time.monotonic() - created
+    print(f"Job created -> pod Running {running_at:.2f}s -> Job Complete {complete_at:.2f}s")
+    assert running_at < 5.0
+    assert complete_at < 10.0
+
+
+def test_memory_limit_is_enforced_as_oom_kill(api: Kube, namespace: str) -> None:
+    spec = pod_spec("")
+    spec["containers"][0].update(
+        {
+            "image": "sba-agentic/tool-runtime",
+            "command": ["python", "-c", "import time; b = b'x' * (300 << 20); time.sleep(30)"],
+        }
+    )
+    name = create_pod(api, namespace, spec)
+    pod = wait_for(
+        lambda: (
+            (p := get_pod(api, namespace, name))
+            and p["status"].get("phase") in ("Succeeded", "Failed")
+            and p
+        ),
+        timeout=30,
+        what="the pod to finish",
+    )
+    assert pod["status"]["phase"] == "Failed"
+    state = terminated(pod)
+    assert state["reason"] == "OOMKilled"
+    assert state["exitCode"] == 137
+
+
+def test_on_failure_restarts_in_place(api: Kube, namespace: str) -> None:
+    script = 'if [ -f "$HOME/once" ]; then exit 0; fi; touch "$HOME/once"; exit 4'
+    name = create_pod(api, namespace, pod_spec(script, restartPolicy="OnFailure"))
+    pod = wait_for(
+        lambda: (
+            (p := get_pod(api, namespace, name))
+            and p["status"].get("phase") in ("Succeeded", "Failed")
+            and p
+        ),
+        timeout=30,
+        what="the pod to finish",
+    )
+    assert pod["status"]["phase"] == "Succeeded"
+    status = pod["status"]["containerStatuses"][0]
+    assert status["restartCount"] == 1
+    assert status["lastState"]["terminated"]["exitCode"] == 4
+    assert status["state"]["terminated"]["exitCode"] == 0

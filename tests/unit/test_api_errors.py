@@ -16,6 +16,7 @@ from sba_api.keys import Services
 from sba_api.logs import JsonFormatter
 from sba_api.services.gateway import GatewayService
 from sba_api.services.runs import RunService
+from sba_api.services.system import SystemService
 from sba_api.settings import HttpSettings, Settings
 from sba_core.tools.registry import builtin_registry
 
@@ -35,7 +36,7 @@ def _services() -> Services:
         artifacts=nothing,
         knowledge=nothing,
         gateway=GatewayService(SECRET, nothing, registry, nothing, nothing),
-        system=nothing,
+        system=SystemService(nothing, nothing, registry),
     )
 
 
@@ -56,7 +57,8 @@ def _assert_error_shape(body: dict[str, Any], code: str) -> dict[str, Any]:
     error = body["error"]
     assert set(error) == {"code", "message", "details", "request_id"}
     assert error["code"] == code
-    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["message"], str)
+    assert error["message"]
     assert isinstance(error["details"], list)
     return cast(dict[str, Any], error)
 
@@ -103,7 +105,9 @@ async def test_unhandled_exception_is_500_and_logged(
 
 
 async def test_non_json_content_type_is_415(client: TestClient[Any, Any]) -> None:
-    resp = await client.post("/api/v1/runs", data="tenant=acme", headers={"Content-Type": "text/plain"})
+    resp = await client.post(
+        "/api/v1/runs", data="tenant=acme", headers={"Content-Type": "text/plain"}
+    )
     assert resp.status == 415
     _assert_error_shape(await resp.json(), "unsupported_media_type")
 
@@ -163,9 +167,7 @@ async def test_explicit_plan_is_checked_before_anything_is_created(
 
 
 async def test_body_over_the_limit_is_413(client: TestClient[Any, Any]) -> None:
-    resp = await client.post(
-        "/api/v1/runs", json={"tenant": "acme", "prompt": "x" * 10_000}
-    )
+    resp = await client.post("/api/v1/runs", json={"tenant": "acme", "prompt": "x" * 10_000})
     assert resp.status == 413
     _assert_error_shape(await resp.json(), "payload_too_large")
 

@@ -12,6 +12,7 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
+from sba_api.context import current_request_id
 from sba_api.errors import BadRequest, ErrorItem, NotFound, UpstreamError
 from sba_api.kube import KubeClient
 from sba_api.schemas import RunCreated, RunLinks, RunList, RunSummary, RunView
@@ -27,6 +28,7 @@ from sba_core.group import (
 from sba_core.models.run import AgentRunSpec, AgentRunStatus, RunPhase
 from sba_core.planning import PlannedStep, PlanningError, validate_steps
 from sba_core.tools.registry import ToolRegistry
+from sba_store.audit import AuditRepository
 from sba_store.records import RunRecord
 from sba_store.runs import RunRepository
 
@@ -78,10 +80,17 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
 
 
 class RunService:
-    def __init__(self, runs: RunRepository, kube: KubeClient, registry: ToolRegistry) -> None:
+    def __init__(
+        self,
+        runs: RunRepository,
+        kube: KubeClient,
+        registry: ToolRegistry,
+        audit: AuditRepository | None = None,
+    ) -> None:
         self._runs = runs
         self._kube = kube
         self._registry = registry
+        self._audit = audit
 
     def check_plan(self, spec: AgentRunSpec) -> None:
         """Refuse an explicit plan the operator would fail, before anything is created."""
@@ -133,6 +142,7 @@ class RunService:
             except Exception:
                 log.exception("could not delete AgentRun %s/%s", namespace, name)
             raise
+        await self._record_audit(spec, namespace, name, uid)
         return RunCreated(
             id=uid,
             name=name,
@@ -141,6 +151,22 @@ class RunService:
             phase=RunPhase.PENDING.value,
             links=run_links(uid),
         )
+
+    async def _record_audit(self, spec: AgentRunSpec, namespace: str, name: str, uid: str) -> None:
+        """Best effort: the run exists whatever happens here, so a failure is only logged."""
+        if self._audit is None:
+            return
+        try:
+            await self._audit.append(
+                tenant_id=spec.tenant,
+                actor=spec.user or "anonymous",
+                action="run.create",
+                target=f"{namespace}/{name}",
+                request_id=current_request_id(),
+                payload={"runId": uid},
+            )
+        except Exception:
+            log.warning("could not audit the creation of run %s", uid, exc_info=True)
 
     async def record(self, run_id: UUID) -> RunRecord:
         with store_boundary("read the run"):

@@ -51,6 +51,16 @@ class Kube:
         )
         return cls(k8s_client.ApiClient(configuration))
 
+    @property
+    def host(self) -> str:
+        return self._host
+
+    def ca_pem(self) -> bytes:
+        """The CA bundle the client trusts (the kubeconfig's, written to a file by the
+        kubernetes package)."""
+        ca_file = self._api.configuration.ssl_ca_cert
+        return Path(ca_file).read_bytes() if ca_file else b""
+
     def close(self) -> None:
         self._api.close()
 

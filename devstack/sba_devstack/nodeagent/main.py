@@ -7,6 +7,7 @@ import threading
 from types import FrameType
 
 from sba_devstack.nodeagent.agent import NodeAgent
+from sba_devstack.nodeagent.credentials import node_kube
 from sba_devstack.nodeagent.kube import Kube
 from sba_devstack.nodeagent.logs import log
 from sba_devstack.nodeagent.settings import NodeAgentSettings
@@ -27,6 +28,11 @@ def run() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     kube = Kube.from_kubeconfig(settings.kubeconfig)
+    if settings.bootstrap_credentials:
+        as_node = node_kube(kube, settings.node_name, settings.work_dir / "pki")
+        if as_node is not None:
+            kube.close()
+            kube = as_node
     log(
         "agent.starting",
         node=settings.node_name,

@@ -26,6 +26,8 @@ class NodeAgentSettings:
     )
     # The user a container runs as when neither pod nor container sets runAsUser (root only).
     sandbox_user: str = DEFAULT_SANDBOX_USER
+    # Obtain node credentials through a CSR (credentials.py); SBA_NODE_BOOTSTRAP=0 disables.
+    bootstrap_credentials: bool = True
     lease_duration_seconds: int = 40
     lease_renew_interval: float = 10.0
     node_status_interval: float = 20.0
@@ -50,4 +52,5 @@ class NodeAgentSettings:
                 else Path(tempfile.gettempdir()) / f"sba-node-{node_name}"
             ),
             sandbox_user=env.get("SBA_NODE_SANDBOX_USER") or DEFAULT_SANDBOX_USER,
+            bootstrap_credentials=env.get("SBA_NODE_BOOTSTRAP", "1") not in ("0", "false", "no"),
         )

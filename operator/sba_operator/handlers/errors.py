@@ -13,8 +13,6 @@ import asyncio
 import kopf
 from redis import exceptions as redis_errors
 
-from sba_store.runs import RunNameConflictError
-
 from sba_operator.kube import ApiError, Conflict, KubeUnavailable, NotFound
 from sba_operator.settings import SettingsError
 
@@ -60,8 +58,6 @@ def to_kopf(exc: BaseException) -> kopf.TemporaryError | kopf.PermanentError:
     if isinstance(exc, OSError | ConnectionError | asyncio.TimeoutError | TimeoutError):
         return kopf.TemporaryError(text, delay=3)
     if isinstance(exc, SettingsError):
-        return kopf.PermanentError(text)
-    if isinstance(exc, RunNameConflictError):  # another uid holds the run's name
         return kopf.PermanentError(text)
     if isinstance(exc, _PROGRAMMING_ERRORS):
         return kopf.PermanentError(text)

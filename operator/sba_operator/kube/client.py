@@ -8,9 +8,10 @@ and raises only the exceptions below, so the layers above never see a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import urllib3
 from kubernetes import client as k8s
@@ -19,8 +20,10 @@ from kubernetes.client.exceptions import ApiException
 
 from sba_core import group
 
-P = ParamSpec("P")
 T = TypeVar("T")
+
+# The client's config helpers and a few ApiClient methods are untyped.
+_config: Any = k8s_config
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
@@ -84,11 +87,12 @@ def new_api_client(kubeconfig: str | None) -> k8s.ApiClient:
     if kubeconfig is None:
         try:
             configuration = k8s.Configuration()
-            k8s_config.load_incluster_config(client_configuration=configuration)
+            _config.load_incluster_config(client_configuration=configuration)
             return k8s.ApiClient(configuration)
-        except k8s_config.ConfigException:
+        except _config.ConfigException:
             pass
-    return k8s_config.new_client_from_config(config_file=kubeconfig)
+    api: k8s.ApiClient = _config.new_client_from_config(config_file=kubeconfig)
+    return api
 
 
 class Kube:
@@ -96,15 +100,16 @@ class Kube:
 
     def __init__(self, api: k8s.ApiClient, request_timeout: float = 60.0) -> None:
         self._api = api
+        self._untyped: Any = api
         self._timeout = request_timeout
         self._custom = k8s.CustomObjectsApi(api)
         self._batch = k8s.BatchV1Api(api)
         self._core = k8s.CoreV1Api(api)
 
     def close(self) -> None:
-        self._api.close()
+        self._untyped.close()
 
-    async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         def run() -> T:
             try:
                 return fn(*args, **kwargs)
@@ -116,7 +121,7 @@ class Kube:
     def _plain(self, obj: Any) -> dict[str, Any]:
         if isinstance(obj, dict):
             return obj
-        return cast(dict[str, Any], self._api.sanitize_for_serialization(obj))
+        return cast(dict[str, Any], self._untyped.sanitize_for_serialization(obj))
 
     async def _get(self, fn: Callable[..., Any], *args: Any) -> dict[str, Any] | None:
         try:
@@ -220,7 +225,7 @@ class Kube:
         return self._plain(obj)
 
     async def delete_job(self, namespace: str, name: str) -> None:
-        try:
+        with contextlib.suppress(NotFound):
             await self._call(
                 self._batch.delete_namespaced_job,
                 name,
@@ -228,8 +233,6 @@ class Kube:
                 propagation_policy="Background",
                 _request_timeout=self._timeout,
             )
-        except NotFound:
-            pass
 
     async def list_job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
         result = await self._call(
@@ -240,8 +243,13 @@ class Kube:
         )
         return [self._plain(item) for item in result.items]
 
-    async def apply_secret(self, namespace: str, body: Mapping[str, Any]) -> None:
-        """Create the Secret, or replace its data when it exists already."""
+    async def apply_owned_secret(
+        self, namespace: str, body: Mapping[str, Any], owner_uid: str
+    ) -> bool:
+        """Create the Secret, or refresh its data when it exists and is ours (run-uid label).
+
+        False when a Secret of that name exists but belongs to somebody else.
+        """
         try:
             await self._call(
                 self._core.create_namespaced_secret,
@@ -249,20 +257,27 @@ class Kube:
                 dict(body),
                 _request_timeout=self._timeout,
             )
+            return True
         except Conflict:
-            name = str(body["metadata"]["name"])
-            await self._call(
-                self._core.patch_namespaced_secret,
-                name,
-                namespace,
-                {"stringData": body.get("stringData", {})},
-                _request_timeout=self._timeout,
-            )
+            pass
+        name = str(body["metadata"]["name"])
+        existing = await self._get(self._core.read_namespaced_secret, name, namespace)
+        if existing is None:
+            raise Conflict(409, "Conflict", f"secret {namespace}/{name} vanished; retry")
+        labels = (existing.get("metadata") or {}).get("labels") or {}
+        if labels.get(group.LABEL_RUN_UID) != owner_uid:
+            return False
+        await self._call(
+            self._core.patch_namespaced_secret,
+            name,
+            namespace,
+            {"stringData": body.get("stringData", {})},
+            _request_timeout=self._timeout,
+        )
+        return True
 
     async def delete_secret(self, namespace: str, name: str) -> None:
-        try:
+        with contextlib.suppress(NotFound):
             await self._call(
                 self._core.delete_namespaced_secret, name, namespace, _request_timeout=self._timeout
             )
-        except NotFound:
-            pass

@@ -152,9 +152,7 @@ def build_job(
         {"name": "SBA_GATEWAY_URL", "value": tools.gateway_url},
         {
             "name": "SBA_STEP_TOKEN",
-            "valueFrom": {
-                "secretKeyRef": {"name": token_secret_name(name), "key": TOKEN_KEY}
-            },
+            "valueFrom": {"secretKeyRef": {"name": token_secret_name(name), "key": TOKEN_KEY}},
         },
         {"name": "SBA_RUN_ID", "value": run.uid},
         {"name": "SBA_STEP_ID", "value": step_id},

@@ -190,7 +190,9 @@ def observe_job(
     """Reduce a batch/v1 Job (and, for a failed one, its pods) to what the reconcile needs."""
     meta = job.get("metadata") or {}
     status = job.get("status") or {}
-    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    conditions = {
+        c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"
+    }
     labels = dict(meta.get("labels") or {})
     name = str(meta.get("name", ""))
     if "Failed" in conditions:

@@ -72,7 +72,9 @@ def artifact_url(run_id: str, artifact_id: str) -> str:
     return f"/api/v1/runs/{run_id}/artifacts/{artifact_id}"
 
 
-def compact_params(params: Mapping[str, Any], limit: int = MAX_STATUS_PARAMS_CHARS) -> dict[str, Any]:
+def compact_params(
+    params: Mapping[str, Any], limit: int = MAX_STATUS_PARAMS_CHARS
+) -> dict[str, Any]:
     """Params small enough for status: long strings clipped, a huge whole replaced by a note."""
 
     def shrink(value: Any) -> Any:
@@ -130,7 +132,9 @@ def set_condition(
         )
     if not found:
         out.append(
-            Condition(type=type_, status=status, reason=reason, message=message, last_transition_time=now)
+            Condition(
+                type=type_, status=status, reason=reason, message=message, last_transition_time=now
+            )
         )
     return out
 
@@ -283,7 +287,9 @@ class _Run:
         self.status.reason = None
         self.status.message = None
         self.condition(COND_SUCCEEDED, "Unknown", "Planning", "planning the run")
-        self.event("phase:pending", EventType.PENDING, {"name": self.name, "namespace": self.namespace})
+        self.event(
+            "phase:pending", EventType.PENDING, {"name": self.name, "namespace": self.namespace}
+        )
         self.event("phase:planning", EventType.PLANNING)
         self.kube("Planning", "planning the run")
 
@@ -332,7 +338,9 @@ class _Run:
             params=planned.params,
             job_name=name,
             secret_name=token_secret_name(name),
-            job=build_job(run=ref, step_id=step.id, attempt=step.attempts, spec=spec, tools=self.tools),
+            job=build_job(
+                run=ref, step_id=step.id, attempt=step.attempts, spec=spec, tools=self.tools
+            ),
             claims=StepClaims(
                 run_id=self.uid,
                 tenant=ref.tenant,
@@ -357,7 +365,9 @@ class _Run:
         self.status.usage.tool_calls = sum(s.attempts for s in self.status.steps)
         self.condition(COND_SUCCEEDED, "Unknown", "Executing", f"step {self.status.current_step}")
         existing = self.obs.jobs.get(name)
-        if existing is None or not labels_match(existing.labels, self.ref(), step.id, step.attempts):
+        if existing is None or not labels_match(
+            existing.labels, self.ref(), step.id, step.attempts
+        ):
             self.start_steps.append(self.start_action(step))
         self.event(
             f"step:{step.id}:{step.attempts}:started",
@@ -370,9 +380,13 @@ class _Run:
                 "jobName": name,
             },
         )
-        self.kube("StepStarted", f"step {step.id} ({step.tool}) attempt {step.attempts}: Job {name}")
+        self.kube(
+            "StepStarted", f"step {step.id} ({step.tool}) attempt {step.attempts}: Job {name}"
+        )
 
-    def step_succeeded(self, step: StepStatus, call: ObservedToolCall, job: ObservedJob | None) -> None:
+    def step_succeeded(
+        self, step: StepStatus, call: ObservedToolCall, job: ObservedJob | None
+    ) -> None:
         step.phase = StepPhase.SUCCEEDED
         step.finished_at = self._finished_at(call, job)
         step.summary = summarize_result(step.tool, call.result)
@@ -403,7 +417,11 @@ class _Run:
             self.delete_secrets.append(token_secret_name(step.job_name))
 
     def step_failed(
-        self, step: StepStatus, reason: str, error: str, job: ObservedJob | None = None,
+        self,
+        step: StepStatus,
+        reason: str,
+        error: str,
+        job: ObservedJob | None = None,
         call: ObservedToolCall | None = None,
     ) -> None:
         step.phase = StepPhase.FAILED
@@ -469,7 +487,9 @@ class _Run:
             if call is not None and call.success is not None:
                 self._settle_from_call(step, call, job)
             else:
-                self.step_failed(step, REASON_NO_RESULT, "tool exited without reporting a result", job, call)
+                self.step_failed(
+                    step, REASON_NO_RESULT, "tool exited without reporting a result", job, call
+                )
             return True
         # Failed: prefer the tool's own error, then its termination message, then the Job's.
         error = (
@@ -481,17 +501,25 @@ class _Run:
         self.step_failed(step, job.reason or "Failed", error, job, call)
         return True
 
-    def _settle_from_call(self, step: StepStatus, call: ObservedToolCall, job: ObservedJob | None) -> None:
+    def _settle_from_call(
+        self, step: StepStatus, call: ObservedToolCall, job: ObservedJob | None
+    ) -> None:
         if call.success:
             self.step_succeeded(step, call, job)
         else:
-            self.step_failed(step, "ToolError", call.error or "the tool reported a failure", job, call)
+            self.step_failed(
+                step, "ToolError", call.error or "the tool reported a failure", job, call
+            )
 
     def execute(self) -> None:
         """Advance the steps, one at a time, in order."""
         while self.status.phase is RunPhase.EXECUTING:
             step = next(
-                (s for s in self.status.steps if s.phase not in (StepPhase.SUCCEEDED, StepPhase.SKIPPED)),
+                (
+                    s
+                    for s in self.status.steps
+                    if s.phase not in (StepPhase.SUCCEEDED, StepPhase.SKIPPED)
+                ),
                 None,
             )
             if step is None:
@@ -528,7 +556,8 @@ class _Run:
             self.spec = AgentRunSpec.model_validate(dict(self.obs.run.get("spec") or {}))
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']}" for err in exc.errors()
+                f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']}"
+                for err in exc.errors()
             )
             self.fail(REASON_INVALID_SPEC, f"spec is invalid: {problems}")
             return

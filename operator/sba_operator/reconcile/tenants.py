@@ -101,12 +101,12 @@ def namespace_patch(tenant: str, uid: str, namespace: Mapping[str, Any]) -> dict
     missing = {k: v for k, v in wanted.items() if labels.get(k) != v}
     if missing and ours:
         patch["labels"] = missing
-    elif missing and not ours:
-        patch["labels"] = {k: v for k, v in missing.items() if k in PSS_LABELS}
+    elif pss_missing := {k: v for k, v in missing.items() if k in PSS_LABELS}:
+        patch["labels"] = pss_missing
     owners = meta.get("ownerReferences") or []
-    if ours and not any(o.get("uid") == uid for o in owners):
-        if not any(o.get("controller") for o in owners):
-            patch["ownerReferences"] = [*owners, tenant_owner_reference(tenant, uid)]
+    adopt = ours and not any(o.get("uid") == uid or o.get("controller") for o in owners)
+    if adopt:
+        patch["ownerReferences"] = [*owners, tenant_owner_reference(tenant, uid)]
     return {"metadata": patch} if patch else None
 
 
@@ -130,7 +130,8 @@ def decide_tenant(
         spec: TenantSpec | None = TenantSpec.model_validate(tenant.get("spec") or {})
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']}"
+            for err in exc.errors()
         )
         status.phase = TenantPhase.FAILED
         status.conditions = set_condition(

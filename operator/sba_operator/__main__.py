@@ -1,0 +1,7 @@
+"""`python -m sba_operator`."""
+
+import sys
+
+from sba_operator.main import run
+
+sys.exit(run())

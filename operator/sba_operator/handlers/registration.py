@@ -1,0 +1,309 @@
+"""Kopf registration: which events call which driver, and how Kopf itself is configured.
+
+Nothing is registered at import time on Kopf's global registry: `build_registry()`
+returns a fresh registry, so tests and `main.run` get exactly these handlers.
+Clients are created in `on.startup` from the settings in the memo and closed in
+`on.cleanup` — no module-level clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import kopf
+from redis.asyncio import Redis
+
+from sba_core import group
+from sba_core.tools.registry import builtin_registry
+from sba_operator.handlers.errors import to_kopf
+from sba_operator.handlers.runs import RunDriver
+from sba_operator.handlers.tenants import TenantDriver
+from sba_operator.kube import Kube, new_api_client
+from sba_operator.reconcile import KubeEvent
+from sba_operator.settings import Settings
+from sba_store.db import Pool, create_pool
+from sba_store.events import EventRepository
+from sba_store.runs import RunRepository
+from sba_store.tenants import TenantRepository
+from sba_store.tool_calls import ToolCallRepository
+
+log = logging.getLogger(__name__)
+
+STORAGE_PREFIX = group.GROUP
+MAX_RETRY_DELAY = 300.0
+
+
+def post_kube_event(obj: Mapping[str, Any], event: KubeEvent) -> None:
+    """Post a Kubernetes Event about `obj` through Kopf's (batched, retried) poster."""
+    body = kopf.Body(cast(kopf.RawBody, dict(obj)))
+    kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+class Retrier:
+    """Event-driven retries for `on.event` handlers (which Kopf itself never retries).
+
+    A failed reconcile is re-run once after a delay that doubles per
+    consecutive failure of that key (capped); a success resets it. There is at
+    most one pending retry per key, and no polling of healthy runs.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, asyncio.Task[None]] = {}
+        self._failures: dict[str, int] = {}
+
+    def succeeded(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+    def schedule(self, key: str, delay: float, fn: Callable[[], Awaitable[None]]) -> float:
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        effective = float(min(delay * (2 ** (failures - 1)), MAX_RETRY_DELAY))
+        if key in self._pending:
+            return effective
+
+        async def later() -> None:
+            try:
+                await asyncio.sleep(effective)
+            finally:
+                self._pending.pop(key, None)
+            await fn()
+
+        self._pending[key] = asyncio.create_task(later(), name=f"retry:{key}")
+        return effective
+
+    def forget(self, key: str) -> None:
+        self._failures.pop(key, None)
+        task = self._pending.pop(key, None)
+        if task is not None:
+            task.cancel()
+
+    async def close(self) -> None:
+        tasks = list(self._pending.values())
+        self._pending.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+@dataclass
+class OperatorContext:
+    """Everything the handlers use, created once at startup and kept in Kopf's memo."""
+
+    settings: Settings
+    kube: Kube
+    pool: Pool
+    redis: Redis
+    runs: RunDriver
+    tenants: TenantDriver
+    retrier: Retrier = field(default_factory=Retrier)
+
+    async def close(self) -> None:
+        await self.retrier.close()
+        await self.redis.aclose()
+        await self.pool.close()
+        self.kube.close()
+
+    async def reconcile_run(
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+    ) -> None:
+        """Reconcile a run; a failure schedules a retry instead of being dropped."""
+        try:
+            await self.runs.reconcile(namespace, name, uid)
+        except Exception as exc:
+            mapped = to_kopf(exc)
+            if isinstance(mapped, kopf.TemporaryError):
+                delay = self.retrier.schedule(
+                    uid,
+                    float(mapped.delay or 5),
+                    lambda: self.reconcile_run(namespace, name, uid, logger),
+                )
+                logger.warning(
+                    f"reconcile of {namespace}/{name} failed, retrying in {delay:.0f}s: {exc}"
+                )
+            else:
+                logger.error(
+                    f"reconcile of {namespace}/{name} failed permanently: {exc}", exc_info=exc
+                )
+            return
+        self.retrier.succeeded(uid)
+
+
+async def create_context(settings: Settings) -> OperatorContext:
+    """Open the clients. A failure here is raised as Kopf's Temporary/PermanentError."""
+    try:
+        kube = Kube(
+            new_api_client(settings.kubernetes.kubeconfig), settings.kubernetes.request_timeout
+        )
+        pool = await create_pool(
+            settings.database.url,
+            min_size=settings.database.pool_min,
+            max_size=settings.database.pool_max,
+            application_name="sba-operator",
+        )
+        redis: Redis = Redis.from_url(settings.redis.url)
+    except Exception as exc:
+        raise to_kopf(exc) from exc
+    registry = builtin_registry()
+    return OperatorContext(
+        settings=settings,
+        kube=kube,
+        pool=pool,
+        redis=redis,
+        runs=RunDriver(
+            settings=settings,
+            kube=kube,
+            runs=RunRepository(pool),
+            events=EventRepository(pool),
+            tool_calls=ToolCallRepository(pool),
+            redis=redis,
+            registry=registry,
+            post_event=post_kube_event,
+        ),
+        tenants=TenantDriver(kube=kube, tenants=TenantRepository(pool), post_event=post_kube_event),
+    )
+
+
+def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
+    """Kopf's own settings: storage in annotations, watch timeouts, API retries, Events."""
+    persistence = kopf_settings.persistence
+    persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
+    persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=STORAGE_PREFIX, key="last-handled-configuration"
+    )
+    persistence.finalizer = f"{STORAGE_PREFIX}/operator"
+
+    watching = kopf_settings.watching
+    watching.server_timeout = settings.kubernetes.server_timeout
+    watching.client_timeout = settings.kubernetes.client_timeout
+    watching.connect_timeout = settings.kubernetes.connect_timeout
+    watching.reconnect_backoff = 1.0
+    # Server-side filtering: only our tool Jobs reach the operator.
+    watching.label_selectors["batch", "v1", "jobs"] = group.LABEL_RUN_UID
+
+    networking = kopf_settings.networking
+    networking.request_timeout = settings.kubernetes.request_timeout
+    networking.connect_timeout = settings.kubernetes.connect_timeout
+    networking.error_backoffs = (1, 1, 2, 3, 5, 8, 13, 21)
+
+    posting = kopf_settings.posting
+    posting.level = logging.INFO
+    posting.loggers = False  # only our explicit transition Events, not every log line
+    posting.reporting_component = "sba-operator"
+    posting.event_name_prefix = "sba-"
+
+    kopf_settings.execution.max_workers = 16
+
+
+def _ctx(memo: kopf.Memo) -> OperatorContext:
+    ctx = memo.get("ctx")
+    if not isinstance(ctx, OperatorContext):
+        raise kopf.TemporaryError("the operator is still starting", delay=1)
+    return ctx
+
+
+def _owner_run(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(name, uid) of the AgentRun that controls a Job."""
+    meta = body.get("metadata") or {}
+    for owner in meta.get("ownerReferences") or []:
+        if owner.get("kind") == group.AGENTRUN_KIND and str(owner.get("apiVersion", "")).startswith(
+            f"{group.GROUP}/"
+        ):
+            return str(owner.get("name")), str(owner.get("uid"))
+    return None
+
+
+def build_registry() -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # The same credentials the `kubernetes` client uses: in-cluster, else $KUBECONFIG.
+        info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
+        return info
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        ours = memo.get("settings")
+        if not isinstance(ours, Settings):
+            raise kopf.PermanentError("memo.settings must hold sba_operator.settings.Settings")
+        configure_kopf(settings, ours)
+        memo["ctx"] = await create_context(ours)
+        log.info(
+            "sba-operator started: namespaces=%s image=%s gateway=%s",
+            ",".join(ours.kubernetes.namespaces) or "(all)",
+            ours.tools.image,
+            ours.tools.gateway_url,
+        )
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        ctx = memo.get("ctx")
+        if isinstance(ctx, OperatorContext):
+            await ctx.close()
+
+    @kopf.on.event(group.GROUP, group.VERSION, group.AGENTRUN_PLURAL, registry=registry)
+    async def agentrun_event(
+        event: Mapping[str, Any],
+        name: str,
+        namespace: str | None,
+        uid: str,
+        memo: kopf.Memo,
+        logger: kopf.Logger,
+        **_: Any,
+    ) -> None:
+        ctx = _ctx(memo)
+        if event.get("type") == "DELETED":
+            ctx.retrier.forget(uid)
+            ctx.runs.locks.forget(uid)
+            return
+        if namespace:
+            await ctx.reconcile_run(namespace, name, uid, logger)
+
+    @kopf.on.event(
+        "batch", "v1", "jobs", labels={group.LABEL_RUN_UID: kopf.PRESENT}, registry=registry
+    )
+    async def job_event(
+        event: Mapping[str, Any],
+        body: kopf.Body,
+        namespace: str | None,
+        memo: kopf.Memo,
+        logger: kopf.Logger,
+        **_: Any,
+    ) -> None:
+        # A Job's creation and progress are our own doing; its end (or loss) is news.
+        if event.get("type") != "DELETED" and not _finished(body):
+            return
+        owner = _owner_run(body)
+        if owner is None or not namespace:
+            return
+        run_name, run_uid = owner
+        await _ctx(memo).reconcile_run(namespace, run_name, run_uid, logger)
+
+    @kopf.on.resume(group.GROUP, group.VERSION, group.TENANT_PLURAL, registry=registry)
+    @kopf.on.create(group.GROUP, group.VERSION, group.TENANT_PLURAL, registry=registry)
+    @kopf.on.update(group.GROUP, group.VERSION, group.TENANT_PLURAL, registry=registry)
+    async def tenant_changed(name: str, memo: kopf.Memo, **_: Any) -> None:
+        try:
+            await _ctx(memo).tenants.reconcile(name)
+        except Exception as exc:
+            raise to_kopf(exc) from exc
+
+    return registry
+
+
+def _finished(body: Mapping[str, Any]) -> bool:
+    for cond in (body.get("status") or {}).get("conditions") or []:
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            return True
+    return False

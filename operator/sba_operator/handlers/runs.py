@@ -1,0 +1,316 @@
+"""The run driver: observe, decide (pure), execute. One reconcile per run at a time.
+
+`RunDriver.reconcile(namespace, name, uid)` is what every AgentRun and Job
+event calls. It reads the fresh AgentRun, its Jobs and the stored tool calls,
+asks `sba_operator.reconcile.decide_run` what to do, and does it in a
+crash-safe order:
+
+1. upsert the run row (first sight) and record each starting attempt in `tool_calls`;
+2. create the step-token Secret and the Job (a 409 adopts ours, never duplicates);
+3. append the run events (deduplicated by key) and announce them on Redis;
+4. update the run row's phase;
+5. replace status through the status subresource, guarded by resourceVersion;
+6. delete finished attempts' token Secrets and post Kubernetes Events.
+
+A crash anywhere repeats the same decision next time; every step above is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+from uuid import UUID
+
+from redis.asyncio import Redis
+
+from sba_core.lifecycle import is_terminal
+from sba_core.models.run import RunPhase, StepPhase
+from sba_core.step_token import mint_step_token
+from sba_core.tools.registry import ToolRegistry
+from sba_operator.kube import Conflict, Kube
+from sba_operator.reconcile import (
+    Decision,
+    KubeEvent,
+    Observation,
+    ObservedJob,
+    ObservedToolCall,
+    RunRef,
+    StartStep,
+    build_step_secret,
+    decide_run,
+    observe_job,
+    parse_status,
+    tenant_view,
+)
+from sba_operator.reconcile.jobs import labels_match
+from sba_operator.settings import Settings
+from sba_store.eventbus import announce
+from sba_store.events import EventRepository
+from sba_store.records import NewEvent
+from sba_store.runs import RunRepository
+from sba_store.tool_calls import ToolCallRepository
+
+log = logging.getLogger(__name__)
+
+PostEvent = Callable[[Mapping[str, Any], KubeEvent], None]
+Clock = Callable[[], datetime]
+
+STATUS_CONFLICT_RETRIES: Final = 4
+ANNOUNCE_BACKOFF: Final = (0.2, 0.5, 1.0)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _job_finished(job: Mapping[str, Any]) -> bool:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            return True
+    return False
+
+
+class RunLocks:
+    """One asyncio.Lock per run uid, so reconciles of one run never overlap."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def get(self, uid: str) -> asyncio.Lock:
+        lock = self._locks.get(uid)
+        if lock is None:
+            lock = self._locks[uid] = asyncio.Lock()
+        return lock
+
+    def forget(self, uid: str) -> None:
+        lock = self._locks.get(uid)
+        if lock is not None and not lock.locked():
+            del self._locks[uid]
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+class RunDriver:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        kube: Kube,
+        runs: RunRepository,
+        events: EventRepository,
+        tool_calls: ToolCallRepository,
+        redis: Redis,
+        registry: ToolRegistry,
+        post_event: PostEvent,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.runs = runs
+        self.events = events
+        self.tool_calls = tool_calls
+        self.redis = redis
+        self.registry = registry
+        self.post_event = post_event
+        self.clock = clock
+        self.locks = RunLocks()
+
+    async def reconcile(self, namespace: str, name: str, uid: str) -> Decision | None:
+        """Reconcile one run; None when it no longer exists (or is another object now)."""
+        async with self.locks.get(uid):
+            for attempt in range(STATUS_CONFLICT_RETRIES):
+                try:
+                    return await self._reconcile_once(namespace, name, uid)
+                except Conflict:
+                    # Our status write raced another writer: re-read and decide again.
+                    if attempt == STATUS_CONFLICT_RETRIES - 1:
+                        raise
+                    await asyncio.sleep(0.05 * (attempt + 1))
+        return None  # unreachable; keeps mypy content
+
+    # -- observe ---------------------------------------------------------------------------
+
+    async def _observe(self, obj: Mapping[str, Any], uid: str) -> Observation:
+        meta = obj.get("metadata") or {}
+        namespace = str(meta.get("namespace", ""))
+        status = parse_status(obj.get("status"))
+        now = self.clock()
+        if is_terminal(status.phase):
+            return Observation(run=obj, now=now)
+        tenant = None
+        spec_tenant = (obj.get("spec") or {}).get("tenant")
+        if status.phase is RunPhase.PENDING and isinstance(spec_tenant, str) and spec_tenant:
+            tenant = tenant_view(await self.kube.get_tenant(spec_tenant))
+        running = {
+            s.job_name: s for s in status.steps if s.phase is StepPhase.RUNNING and s.job_name
+        }
+        jobs: dict[str, ObservedJob] = {}
+        for raw in await self.kube.list_run_jobs(namespace, uid):
+            job_name = str((raw.get("metadata") or {}).get("name", ""))
+            pods: list[dict[str, Any]] = []
+            if job_name in running and _job_finished(raw):
+                pods = await self.kube.list_job_pods(namespace, job_name)
+            jobs[job_name] = observe_job(raw, pods)
+        calls: dict[tuple[str, int], ObservedToolCall] = {}
+        for step in running.values():
+            record = await self.tool_calls.get(UUID(uid), step.id, step.attempts)
+            if record is not None:
+                calls[(step.id, step.attempts)] = ObservedToolCall(
+                    id=str(record.id),
+                    success=record.success,
+                    result=record.result,
+                    error=record.error,
+                    finished_at=record.finished_at,
+                )
+        return Observation(run=obj, now=now, jobs=jobs, tool_calls=calls, tenant=tenant)
+
+    # -- decide + execute ------------------------------------------------------------------
+
+    async def _reconcile_once(self, namespace: str, name: str, uid: str) -> Decision | None:
+        obj = await self.kube.get_agentrun(namespace, name)
+        if obj is None or (obj.get("metadata") or {}).get("uid") != uid:
+            return None
+        if (obj.get("metadata") or {}).get("deletionTimestamp"):
+            return None  # being deleted: garbage collection removes the Jobs and Secrets
+        observation = await self._observe(obj, uid)
+        tools = self.settings.tools
+        decision = decide_run(observation, self.registry, tools)
+        if decision.idle:
+            return decision
+        run_id = UUID(uid)
+        if decision.db_tenant is not None and decision.record_run:
+            assert decision.spec is not None
+            await self.runs.upsert(
+                run_id=run_id,
+                tenant_id=decision.db_tenant,
+                namespace=namespace,
+                name=name,
+                prompt=decision.spec.prompt,
+                spec=decision.spec.wire(),
+                user_id=decision.spec.user,
+                phase=str(decision.phase),
+                finished_at=decision.status.finished_at,
+            )
+        foreign = await self._start_steps(obj, decision)
+        if foreign:
+            # A Job name we need is held by an object that is not ours: decide again,
+            # knowing that, so the step fails with a reason instead of looping.
+            observation = Observation(
+                run=observation.run,
+                now=observation.now,
+                jobs=observation.jobs,
+                tool_calls=observation.tool_calls,
+                tenant=observation.tenant,
+                foreign_jobs=frozenset(foreign),
+            )
+            decision = decide_run(observation, self.registry, tools)
+            await self._start_steps(obj, decision)
+        if decision.db_tenant is not None:
+            await self._record_events(run_id, decision)
+            if decision.phase_changed and not decision.record_run:
+                await self.runs.set_phase(
+                    run_id, str(decision.phase), finished_at=decision.status.finished_at
+                )
+        if decision.status_changed:
+            version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+            await self.kube.replace_agentrun_status(
+                namespace, name, version, decision.status.wire()
+            )
+        for secret in decision.delete_secrets:
+            await self.kube.delete_secret(namespace, secret)
+        for job in decision.delete_jobs:
+            await self.kube.delete_job(namespace, job)
+        for event in decision.kube_events:
+            try:
+                self.post_event(obj, event)
+            except Exception:  # events are best-effort; status and run_events are the record
+                log.warning("could not post event %s for %s/%s", event.reason, namespace, name)
+        return decision
+
+    async def _start_steps(self, obj: Mapping[str, Any], decision: Decision) -> set[str]:
+        """Record, mint and create each starting attempt; the Job names held by strangers."""
+        foreign: set[str] = set()
+        if not decision.start_steps:
+            return foreign
+        assert decision.db_tenant is not None
+        meta = obj.get("metadata") or {}
+        ref = RunRef(
+            uid=str(meta["uid"]),
+            name=str(meta["name"]),
+            namespace=str(meta["namespace"]),
+            tenant=decision.db_tenant,
+        )
+        for start in decision.start_steps:
+            if await self._start_one(ref, decision.db_tenant, start):
+                continue
+            foreign.add(start.job_name)
+        return foreign
+
+    async def _start_one(self, ref: RunRef, tenant: str, start: StartStep) -> bool:
+        """Start one attempt; False when its Job name belongs to somebody else."""
+        await self.tool_calls.record_start(
+            run_id=UUID(ref.uid),
+            step_id=start.step_id,
+            attempt=start.attempt,
+            tool=start.tool,
+            tool_version=start.tool_version,
+            tenant_id=tenant,
+            params=dict(start.params),
+        )
+        existing_job = await self.kube.get_job(ref.namespace, start.job_name)
+        if existing_job is not None:
+            labels = (existing_job.get("metadata") or {}).get("labels") or {}
+            if labels_match(labels, ref, start.step_id, start.attempt):
+                log.info("adopting existing Job %s/%s", ref.namespace, start.job_name)
+                return True
+            return False
+        tools = self.settings.tools
+        token = mint_step_token(tools.step_token_secret, start.claims, tools.step_token_ttl_seconds)
+        secret = build_step_secret(ref, start.step_id, start.attempt, start.secret_name, token)
+        if not await self.kube.apply_owned_secret(ref.namespace, secret, ref.uid):
+            return False
+        try:
+            await self.kube.create_job(ref.namespace, start.job)
+        except Conflict:
+            existing_job = await self.kube.get_job(ref.namespace, start.job_name)
+            if existing_job is None:
+                raise  # created and deleted in between: try again later
+            labels = (existing_job.get("metadata") or {}).get("labels") or {}
+            if not labels_match(labels, ref, start.step_id, start.attempt):
+                return False
+            log.info("adopted Job %s/%s created concurrently", ref.namespace, start.job_name)
+        return True
+
+    async def _record_events(self, run_id: UUID, decision: Decision) -> None:
+        assert decision.db_tenant is not None
+        if not decision.events:
+            return
+        inserted = await self.events.append(
+            run_id,
+            decision.db_tenant,
+            [
+                NewEvent(
+                    dedupe_key=e.dedupe_key,
+                    type=str(e.type),
+                    level=str(e.level),
+                    payload=e.payload,
+                )
+                for e in decision.events
+            ],
+        )
+        if not inserted:
+            return
+        last_seq = inserted[-1].seq
+        for delay in (*ANNOUNCE_BACKOFF, None):
+            try:
+                await announce(self.redis, str(run_id), last_seq)
+                return
+            except Exception as exc:  # Postgres holds the events; readers re-check on heartbeat
+                if delay is None:
+                    log.warning("could not announce run %s seq %d: %s", run_id, last_seq, exc)
+                    return
+                await asyncio.sleep(delay)

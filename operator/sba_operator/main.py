@@ -1,0 +1,46 @@
+"""Run the operator: `sba-agentic operator` or `python -m sba_operator`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import kopf
+
+from sba_operator.handlers import build_registry
+from sba_operator.settings import Settings, SettingsError
+
+log = logging.getLogger("sba_operator")
+
+
+def _configure_logging() -> None:
+    level = os.environ.get("SBA_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Kopf logs every handler call at INFO; keep it at WARNING unless asked.
+    if level != "DEBUG":
+        logging.getLogger("kopf").setLevel(logging.WARNING)
+
+
+def run(settings: Settings | None = None) -> int:
+    """Run Kopf until SIGINT/SIGTERM; the exit code."""
+    _configure_logging()
+    try:
+        settings = settings or Settings.from_env()
+    except SettingsError as exc:
+        log.error("invalid settings: %s", exc)
+        return 2
+    peering = settings.kubernetes.peering
+    kopf.run(
+        registry=build_registry(),
+        memo=kopf.Memo(settings=settings),
+        standalone=peering is None,
+        peering_name=peering,
+        clusterwide=settings.kubernetes.clusterwide,
+        namespaces=settings.kubernetes.namespaces,
+    )
+    return 0
