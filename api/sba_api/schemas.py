@@ -115,7 +115,8 @@ class RunView(WireModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     source: Literal["cluster", "database"] = Field(
-        description="`cluster` when read from the live AgentRun, `database` when it is gone."
+        description="`cluster` when read from the live AgentRun; `database` when the AgentRun "
+        "is gone or the cluster cannot be reached."
     )
     links: RunLinks
 

@@ -46,7 +46,8 @@ class KubernetesSettings:
     kubeconfig: str | None = None
     peering: str | None = None
     """Kopf peering name; None runs standalone (one replica)."""
-    server_timeout: float = 300.0
+    server_timeout: int = 300
+    """Seconds the API server keeps a watch open (an integer on the wire)."""
     client_timeout: float = 330.0
     connect_timeout: float = 10.0
     request_timeout: float = 60.0
@@ -151,7 +152,7 @@ class Settings:
                 namespaces=namespaces,
                 kubeconfig=text("KUBECONFIG") or None,
                 peering=text("SBA_OPERATOR_PEERING") or None,
-                server_timeout=seconds("SBA_KOPF_SERVER_TIMEOUT", 300.0),
+                server_timeout=number("SBA_KOPF_SERVER_TIMEOUT", 300, 1),
                 client_timeout=seconds("SBA_KOPF_CLIENT_TIMEOUT", 330.0),
             ),
             database=DatabaseSettings(

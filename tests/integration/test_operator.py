@@ -8,6 +8,7 @@ also starts the API (the tool gateway) and drives a two-step run to completion.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -120,40 +121,42 @@ async def repos(pg_pool: Pool) -> dict[str, Any]:
     }
 
 
+@pytest.fixture(scope="class")
+def operator(
+    prepared: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """An operator whose tool pods get a gateway URL where nothing listens."""
+    dead_gateway = f"http://127.0.0.1:{free_port()}"
+    env = operator_env(
+        prepared["kubeconfig"],
+        prepared["dsn"],
+        prepared["redis_url"],
+        dead_gateway,
+        secrets.token_urlsafe(48),
+    )
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    service = Service("operator", env, log).start()
+    try:
+        yield service
+    finally:
+        service.stop()
+        print(f"operator log: {log}")
+
+
+@pytest.fixture(scope="class")
+def tenant(operator: Service, kubectl: Kubectl) -> str:
+    apply(kubectl, tenant_manifest(TENANT))
+    wait_for(
+        lambda: (
+            (get_json(kubectl, "tenant", TENANT) or {}).get("status", {}).get("phase") == "ready"
+        ),
+        what=f"tenant {TENANT} ready",
+    )
+    return TENANT
+
+
 class TestWithoutGateway:
     """Tool pods get a gateway URL where nothing listens."""
-
-    @pytest.fixture(scope="class")
-    def operator(
-        self, prepared: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
-    ) -> Iterator[Service]:
-        dead_gateway = f"http://127.0.0.1:{free_port()}"
-        env = operator_env(
-            prepared["kubeconfig"],
-            prepared["dsn"],
-            prepared["redis_url"],
-            dead_gateway,
-            secrets.token_urlsafe(48),
-        )
-        log = tmp_path_factory.mktemp("operator") / "operator.log"
-        service = Service("operator", env, log).start()
-        try:
-            yield service
-        finally:
-            service.stop()
-            print(f"operator log: {log}")
-
-    @pytest.fixture(scope="class")
-    def tenant(self, operator: Service, kubectl: Kubectl) -> str:
-        apply(kubectl, tenant_manifest(TENANT))
-        wait_for(
-            lambda: (
-                (get_json(kubectl, "tenant", TENANT) or {}).get("status", {}).get("phase")
-                == "ready"
-            ),
-            what=f"tenant {TENANT} ready",
-        )
-        return TENANT
 
     async def test_tenant_gets_a_restricted_namespace(
         self, tenant: str, kubectl: Kubectl, repos: dict[str, Any]
@@ -224,7 +227,7 @@ class TestWithoutGateway:
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
         # A fixpoint: nothing changes any more (no status churn from our own patches).
         version = run_obj["metadata"]["resourceVersion"]
-        time.sleep(2)
+        await asyncio.sleep(2)
         again = get_json(kubectl, "agentrun", "unreachable", "-n", NAMESPACE)
         assert again is not None
         assert again["metadata"]["resourceVersion"] == version

@@ -13,7 +13,7 @@ from uuid import UUID
 from pydantic import ValidationError
 
 from sba_api.context import current_request_id
-from sba_api.errors import BadRequest, ErrorItem, NotFound, UpstreamError
+from sba_api.errors import BadRequest, ErrorItem, NotFound, ServiceUnavailable, UpstreamError
 from sba_api.kube import KubeClient
 from sba_api.schemas import RunCreated, RunLinks, RunList, RunSummary, RunView
 from sba_api.services._boundary import store_boundary
@@ -177,7 +177,12 @@ class RunService:
 
     async def get(self, raw_id: str) -> RunView:
         record = await self.record(parse_run_id(raw_id))
-        live = await self._kube.get_agent_run(record.namespace, record.name)
+        try:
+            live = await self._kube.get_agent_run(record.namespace, record.name)
+        except (ServiceUnavailable, UpstreamError) as exc:
+            # Reads stay available when the cluster is not: answer from the database.
+            log.warning("cannot read AgentRun of run %s: %s", record.id, exc.message)
+            live = None
         if live is not None and (live.get("metadata") or {}).get("uid") != str(record.id):
             live = None  # a different object reusing the name: ours is gone
         return _view(record, live)
