@@ -48,7 +48,7 @@ def namespace(kube_api: client.ApiClient) -> Iterator[str]:
 
 def test_apiserver_is_ready(kube_api: client.ApiClient) -> None:
     resp = kube_api.call_api("GET", f"{kube_api.configuration.host}/readyz")
-    resp.read()
+    resp.read()  # type: ignore[no-untyped-call]
     assert resp.status == 200
     assert resp.data == b"ok"
 
@@ -85,7 +85,8 @@ def test_job_creates_pending_pod_and_namespace_deletion_cleans_up(
     def unschedulable_pod() -> Any:
         pods = core.list_namespaced_pod(ns, label_selector="job-name=hello").items
         for pod in pods:
-            for cond in pod.status.conditions or []:
+            conditions = (pod.status.conditions if pod.status else None) or []
+            for cond in conditions:
                 if cond.type == "PodScheduled" and cond.reason == "Unschedulable":
                     return pod
         return None
@@ -101,7 +102,7 @@ def test_job_creates_pending_pod_and_namespace_deletion_cleans_up(
         try:
             core.read_namespace(ns)
         except ApiException as err:
-            return err.status == 404
+            return bool(err.status == 404)
         return False
 
     eventually(namespace_gone, what=f"namespace {ns} to be finalized")

@@ -232,6 +232,20 @@ class TestWithoutGateway:
         assert again is not None
         assert again["metadata"]["resourceVersion"] == version
 
+    def test_runs_created_while_the_operator_is_down_are_picked_up(
+        self, tenant: str, operator: Service, kubectl: Kubectl
+    ) -> None:
+        operator.kill()  # as a crash would
+        plan = [{"id": "later", "tool": "knowledge.search", "params": {"query": "x"}}]
+        apply(kubectl, run_manifest("while-down", tenant, NAMESPACE, plan=plan))
+        operator.start()
+        status = wait_for_phase(kubectl, "while-down", {"failed"}, operator, timeout=180)
+        assert status["reason"] == "StepFailed"
+        assert status["steps"][0]["attempts"] == 1
+        jobs = get_json(kubectl, "jobs", "-n", NAMESPACE, "-l", "sba-agentic.io/step=later")
+        assert jobs is not None
+        assert len(jobs["items"]) == 1
+
 
 def _api_and_tool_runtime_exist() -> bool:
     import importlib.util

@@ -603,7 +603,7 @@ def test_summaries() -> None:
     assert summarize_result("knowledge.search", {"query": "q", "hits": []}) == "0 hits for 'q'"
     rendered = summarize_result("render.document", RENDER_RESULT)
     assert rendered.startswith("rendered 'What is the refund policy' (text/markdown, 2.0 KiB)")
-    assert RENDER_RESULT["artifactId"] in rendered
+    assert str(RENDER_RESULT["artifactId"]) in rendered
     huge = summarize_result("knowledge.search", {"oops": "x" * 5000})
     assert len(huge) <= MAX_SUMMARY_CHARS
     assert huge.startswith("result: ")

@@ -427,8 +427,8 @@ class _Run:
         step.phase = StepPhase.FAILED
         step.finished_at = self._finished_at(call, job)
         step.error = clip(f"{reason}: {error}")
-        if call is not None and call.id:
-            step.result_ref = call.id
+        if call is not None and call.success is not None:
+            step.result_ref = call.id  # the tool reported: its error is stored in full
         self._step_seconds()
         self.event(
             f"step:{step.id}:{step.attempts}:failed",
