@@ -389,6 +389,11 @@ class PodWorker:
         settings = self._ctx.settings
         needed = [p for p in entry.path.split(":") if p]
         needed += [os.path.realpath(executable), str(settings.work_dir), str(scratch)]
+        interpreter = _shebang_interpreter(executable)
+        if interpreter is not None:
+            # A script (e.g. a venv console script) is useless if the sandbox user cannot
+            # reach the interpreter its first line names.
+            needed.append(os.path.realpath(interpreter))
         return sandbox.SandboxSpec(
             executable=executable,
             argv=argv,
@@ -627,3 +632,16 @@ def _read_tail(path: Path, size: int) -> bytes:
             return fh.read()
     except OSError:
         return b""
+
+
+def _shebang_interpreter(executable: str) -> str | None:
+    """The absolute interpreter path on a script's `#!` line, if it has one."""
+    try:
+        with open(executable, "rb") as script:
+            first = script.readline(512)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    parts = first[2:].decode(errors="replace").split()
+    return parts[0] if parts and parts[0].startswith("/") else None
