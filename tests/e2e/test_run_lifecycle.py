@@ -101,7 +101,7 @@ async def test_api_run_streams_events_in_order(stack: Stack, demo_tenant: str) -
     seqs = [int(e.id or 0) for e in events]
     assert seqs == list(range(1, len(events) + 1)), seqs
     types = [e.event for e in events]
-    assert types[0] == "planning"
+    assert types[:3] == ["pending", "planning", "plan_ready"], types
     assert types[-1] == "completed"
     assert types.count("step_started") == 2
     assert types.count("step_succeeded") == 2
