@@ -15,6 +15,8 @@ import asyncpg
 from pgvector import Vector
 from pgvector.asyncpg import register_vector
 
+from sba_store.errors import translated
+
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
@@ -80,13 +82,21 @@ async def tenant_transaction(pool: Pool, tenant_id: str) -> AsyncIterator[Connec
     The setting is transaction-local (set_config(..., true)) so it can never
     leak to the next user of the pooled connection.
     """
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("select set_config('app.current_tenant', $1, true)", tenant_id)
-        yield conn
+    with translated("run a tenant transaction"):
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("select set_config('app.current_tenant', $1, true)", tenant_id)
+            yield conn
 
 
 @asynccontextmanager
 async def transaction(pool: Pool) -> AsyncIterator[Connection]:
     """A plain transaction, for operations not scoped to one tenant."""
-    async with pool.acquire() as conn, conn.transaction():
-        yield conn
+    with translated("run a transaction"):
+        async with pool.acquire() as conn, conn.transaction():
+            yield conn
+
+
+async def ping(pool: Pool) -> None:
+    """Raise StoreUnavailable unless the database answers a trivial query."""
+    async with transaction(pool) as conn:
+        await conn.fetchval("select 1")

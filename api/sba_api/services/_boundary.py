@@ -1,8 +1,7 @@
 """Translate store failures into the API's error types.
 
-sba_api may not import asyncpg, so database errors are recognised by shape: an
-asyncpg server error carries a `sqlstate`; a lost connection is an OSError or a
-timeout.
+The store already turns asyncpg's exceptions into its own (sba_store.errors);
+this maps those onto HTTP: unavailable → 503, anything else → 500.
 """
 
 from __future__ import annotations
@@ -12,45 +11,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sba_api.errors import ApiError, ServiceUnavailable
+from sba_store.errors import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 
-class StoreError(ApiError):
+class StoreFailed(ApiError):
     status = 500
     code = "database_error"
 
 
-def _is_connection_problem(exc: BaseException) -> bool:
-    if isinstance(exc, OSError | TimeoutError | ConnectionError):
-        return True
-    name = type(exc).__name__
-    return name in {
-        "ConnectionDoesNotExistError",
-        "InterfaceError",
-        "ConnectionFailureError",
-        "TooManyConnectionsError",
-        "CannotConnectNowError",
-        "PoolConnectionProxyDestroyedError",
-    }
-
-
 @contextmanager
 def store_boundary(what: str) -> Iterator[None]:
-    """Run a store call; turn asyncpg/connection errors into StoreError/ServiceUnavailable."""
+    """Run a store call; StoreUnavailable → 503, other StoreError → 500."""
     try:
         yield
-    except ApiError:
-        raise
-    except Exception as exc:
-        if _is_connection_problem(exc):
-            raise ServiceUnavailable(f"the database is unavailable while trying to {what}") from exc
-        sqlstate = getattr(exc, "sqlstate", None)
-        if isinstance(sqlstate, str):
-            if sqlstate.startswith("08") or sqlstate.startswith("57"):
-                raise ServiceUnavailable(
-                    f"the database is unavailable while trying to {what}"
-                ) from exc
-            log.exception("database error while trying to %s (sqlstate %s)", what, sqlstate)
-            raise StoreError(f"the database failed to {what}") from exc
-        raise
+    except StoreUnavailable as exc:
+        raise ServiceUnavailable(f"the database is unavailable while trying to {what}") from exc
+    except StoreError as exc:
+        log.exception("database error while trying to %s", what)
+        raise StoreFailed(f"the database failed to {what}") from exc

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from sba_api.schemas import Health, ToolCatalog, ToolInfo
 from sba_core.tools.registry import ToolRegistry
-from sba_store.db import Pool
+from sba_store.db import Pool, ping
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,7 @@ class SystemService:
         self._registry = registry
 
     async def _postgres(self) -> None:
-        async with self._pool.acquire() as conn:
-            await conn.fetchval("select 1")
+        await ping(self._pool)
 
     async def _redis_ping(self) -> None:
         await self._redis.ping()

@@ -15,6 +15,7 @@ from redis import exceptions as redis_errors
 
 from sba_operator.kube import ApiError, Conflict, KubeUnavailable, NotFound
 from sba_operator.settings import SettingsError
+from sba_store.errors import StoreError
 
 _PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (
     TypeError,
@@ -26,10 +27,6 @@ _PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (
     NotImplementedError,
 )
 """A bug in our code: retrying the same input gives the same crash."""
-
-
-def _from_driver(exc: BaseException, module: str) -> bool:
-    return any(cls.__module__.split(".")[0] == module for cls in type(exc).__mro__)
 
 
 def to_kopf(exc: BaseException) -> kopf.TemporaryError | kopf.PermanentError:
@@ -51,9 +48,9 @@ def to_kopf(exc: BaseException) -> kopf.TemporaryError | kopf.PermanentError:
         return kopf.TemporaryError(text, delay=5)
     if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError):
         return kopf.TemporaryError(text, delay=3)
-    if _from_driver(exc, "asyncpg"):
-        # Connection trouble, serialization failures, a missing migration being
-        # applied: all worth another try. (asyncpg itself may only be imported by sba_store.)
+    if isinstance(exc, StoreError):
+        # Connection trouble, serialization failures, a migration being applied:
+        # all worth another try; the store has already translated asyncpg's errors.
         return kopf.TemporaryError(text, delay=3)
     if isinstance(exc, OSError | ConnectionError | asyncio.TimeoutError | TimeoutError):
         return kopf.TemporaryError(text, delay=3)
