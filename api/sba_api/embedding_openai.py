@@ -50,6 +50,11 @@ class OpenAIEmbedder:
     def dimensions(self) -> int:
         return self._dimensions
 
+    @property
+    def min_similarity(self) -> float:
+        # OpenAI-style embeddings put unrelated texts around 0.1-0.2.
+        return 0.2
+
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         vectors: list[list[float]] = []
         for start in range(0, len(texts), self._batch_size):

@@ -13,6 +13,8 @@ from sba_store.records import KnowledgeDocumentRecord, KnowledgeHitRecord
 from sba_store.tenants import ensure_tenant
 
 SNIPPET_CHARS: Final = 280
+# The usual Reciprocal Rank Fusion constant: damps the weight of the very top ranks.
+RRF_K: Final = 60
 _WORD: Final = re.compile(r"\w+")
 # Quotes, "-term" and "or" are websearch syntax the user meant; leave those queries alone.
 _WEBSEARCH_SYNTAX: Final = re.compile(r'"|(^|\s)-\w|\bor\b', re.IGNORECASE)
@@ -103,22 +105,28 @@ class KnowledgeRepository:
         candidates: int = 50,
         *,
         one_per_document: bool = True,
+        min_similarity: float = -1.0,
     ) -> list[KnowledgeHitRecord]:
         """Hybrid retrieval within one tenant, fused by Reciprocal Rank Fusion.
 
         Two candidate lists of `candidates` chunks each: nearest by cosine
         distance (HNSW) and best by full-text rank (ts_rank_cd). RRF merges them
         by rank, so a chunk found by both comes first. With one_per_document
-        only each document's best chunk is returned.
+        only each document's best chunk is returned. Vector candidates less
+        similar than `min_similarity` are not candidates at all. Scores are
+        normalised to 0..1 (1: first in both lists).
         """
         _check_dimensions(query_embedding)
         if top_k < 1:
             return []
         candidates = max(candidates, top_k)
         async with tenant_transaction(self._pool, tenant_id) as conn:
-            vector_ids = await self._vector_candidates(conn, tenant_id, query_embedding, candidates)
+            vector_ids = await self._vector_candidates(
+                conn, tenant_id, query_embedding, candidates, min_similarity
+            )
             text_ids = await self._text_candidates(conn, tenant_id, query, candidates)
-            fused = reciprocal_rank_fusion([vector_ids, text_ids])
+            rankings = [vector_ids, text_ids]
+            fused = reciprocal_rank_fusion(rankings, k=RRF_K)
             rows = await conn.fetch(
                 """
                 select c.id, c.document_id, c.title, c.content, d.source
@@ -147,7 +155,7 @@ class KnowledgeRepository:
                     chunk_id=row["id"],
                     title=row["title"],
                     snippet=_snippet(row["content"]),
-                    score=score,
+                    score=round(score * (RRF_K + 1) / len(rankings), 4),
                     vector_rank=vector_rank.get(chunk_id),
                     text_rank=text_rank.get(chunk_id),
                     source=row["source"],
@@ -158,7 +166,12 @@ class KnowledgeRepository:
         return hits
 
     async def _vector_candidates(
-        self, conn: Connection, tenant_id: str, embedding: Sequence[float], limit: int
+        self,
+        conn: Connection,
+        tenant_id: str,
+        embedding: Sequence[float],
+        limit: int,
+        min_similarity: float,
     ) -> list[str]:
         if not any(embedding):  # a zero vector has no cosine distance (NaN)
             return []
@@ -177,11 +190,12 @@ class KnowledgeRepository:
                 order by embedding <=> $2
                 limit $3
             )
-            select id from nearest order by distance, id
+            select id from nearest where 1 - distance >= $4 order by distance, id
             """,
             tenant_id,
             list(embedding),
             limit,
+            min_similarity,
         )
         return [str(row["id"]) for row in rows]
 
@@ -193,7 +207,7 @@ class KnowledgeRepository:
             return []
         rows = await conn.fetch(
             """
-            select c.id from knowledge_chunks c, websearch_to_tsquery('simple', $2) q
+            select c.id from knowledge_chunks c, websearch_to_tsquery('english', $2) q
             where c.tenant_id = $1 and c.tsv @@ q
             order by ts_rank_cd(c.tsv, q) desc, c.id
             limit $3

@@ -315,6 +315,15 @@ async def test_hybrid_search_finds_the_relevant_document(pg_pool: Pool) -> None:
         assert hits[0].text_rank is not None
         assert len({hit.document_id for hit in hits}) == len(hits)  # one per document
 
+    # With the embedder's similarity floor and stop words ignored, unrelated documents
+    # drop out instead of filling up top_k; the best hit scores 1 (first in both lists).
+    query = "What is the way to reset my password?"
+    focused = await repo.search(
+        tenant, query, embedder.embed_one(query), top_k=4, min_similarity=embedder.min_similarity
+    )
+    assert [hit.title for hit in focused] == ["Resetting your password"], focused
+    assert focused[0].score == 1.0
+
     # A query without words still works (no text ranking, zero vector skipped).
     assert await repo.search(tenant, "?!", embedder.embed_one("?!"), top_k=3) == []
 

@@ -43,7 +43,9 @@ class KnowledgeService:
     async def search(self, tenant: str, query: str, top_k: int) -> KnowledgeSearchResult:
         (vector,) = await self._embed([query])
         with store_boundary("search the knowledge base"):
-            hits = await self._knowledge.search(tenant, query, vector, top_k)
+            hits = await self._knowledge.search(
+                tenant, query, vector, top_k, min_similarity=self._embedder.min_similarity
+            )
         return KnowledgeSearchResult(
             query=query,
             hits=[
