@@ -26,7 +26,13 @@ _BIGRAM_WEIGHT: Final = 0.5
 # Function words carry no topic; left in, they dominate short queries and make
 # unrelated texts look alike. English and Indonesian (the seeds' languages).
 _STOP_WORDS: Final = frozenset(
-    ["a", "an", "and", "are", "as", "at", "be", "but", "by", "can", "do", "does", "for", "from", "has", "have", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "no", "not", "of", "on", "or", "our", "so", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "to", "us", "was", "we", "were", "what", "when", "where", "which", "who", "why", "will", "with", "you", "your", "ada", "adalah", "akan", "atau", "bagaimana", "dalam", "dan", "dari", "dengan", "di", "ini", "itu", "ke", "kami", "kita", "oleh", "pada", "saya", "untuk", "yang"]
+    (
+        "a an and are as at be but by can do does for from has have how i if in into is it "
+        "its me my no not of on or our so than that the their them then there these they "
+        "this to us was we were what when where which who why will with you your "
+        "ada adalah akan atau bagaimana dalam dan dari dengan di ini itu ke kami kita oleh "
+        "pada saya untuk yang"
+    ).split()
 )
 
 
