@@ -46,8 +46,13 @@ class StackPaths:
         return self.state_dir or self.root / ".dev"
 
     @property
+    def cluster(self) -> Path:
+        return self.state / "cluster"
+
+    @property
     def kubeconfig(self) -> Path:
-        return self.state / "kubeconfig"
+        """Where the control plane writes its admin kubeconfig."""
+        return self.cluster / "kubeconfig"
 
     @property
     def logs(self) -> Path:
@@ -173,9 +178,9 @@ def up(root: Path, state_dir: Path | None = None, ports: StackPorts | None = Non
         bin_dir = ensure_binaries(root)
         _say("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler")
         if ports.fixed_control_plane:
-            stack.control_plane = control_plane_up(paths.state / "cluster", bin_dir)
+            stack.control_plane = control_plane_up(paths.cluster, bin_dir)
         else:
-            stack.control_plane = ControlPlane(paths.state / "cluster", bin_dir).start()
+            stack.control_plane = ControlPlane(paths.cluster, bin_dir).start()
         kubeconfig = stack.control_plane.kubeconfig
         _say("starting Postgres (pgvector) and Redis")
         stack.postgres = PostgresServer(paths.state / "postgres", port=ports.postgres)
