@@ -89,7 +89,8 @@ class Stack:
 
 
 def _say(message: str) -> None:
-    print(f"==> {message}", flush=True)
+    # Progress goes to stderr so stdout stays clean for callers that print JSON (bench/).
+    print(f"==> {message}", file=sys.stderr, flush=True)
 
 
 def _kubectl(bin_dir: Path, kubeconfig: Path, *args: str) -> str:
