@@ -127,11 +127,11 @@ def bare_job(batch: client.BatchV1Api, namespace: str) -> float:
         time.sleep(0.02)
 
 
-async def measure(api: str, kubeconfig: Path, runs: int) -> dict[str, Any]:
+async def measure(api: str, kubeconfig: Path, runs: int, token: str) -> dict[str, Any]:
     config.load_kube_config(str(kubeconfig))
     batch = client.BatchV1Api()
     namespace = f"tenant-{DEMO_TENANT}"
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
         await one_run(session, api)  # warm-up: imports, caches, first Job
         bare_job(batch, namespace)
         first, wall, rtt, bare = [], [], [], []
@@ -169,7 +169,9 @@ def main() -> int:
     stack = up(default_repo_root(), state_dir=state, ports=StackPorts.ephemeral())
     try:
         assert stack.control_plane is not None
-        result = asyncio.run(measure(stack.api_url, stack.control_plane.kubeconfig, args.runs))
+        result = asyncio.run(
+            measure(stack.api_url, stack.control_plane.kubeconfig, args.runs, stack.token)
+        )
     finally:
         stack.stop()
     print(json.dumps(result, indent=2))

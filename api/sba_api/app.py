@@ -16,19 +16,26 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
+from sba_api.auth.middleware import AUTHENTICATOR, ROUTE_SPECS, Authenticator, auth_middleware
 from sba_api.embedding_openai import OpenAIEmbedder
-from sba_api.keys import METRICS, OPENAPI, SERVICES, SETTINGS, Services
+from sba_api.keys import LIMITS, METRICS, OPENAPI, SERVICES, SETTINGS, Services
 from sba_api.kube import KubeClient, build_api_client
 from sba_api.metrics import Metrics
 from sba_api.middleware import add_request_id_header, api_middleware
 from sba_api.openapi import build_openapi
+from sba_api.ratelimit import RateLimiter, RequestLimits, StreamSlots, TenantQuotaCache
 from sba_api.routes import ROUTES, add_routes
 from sba_api.services.artifacts import ArtifactService
+from sba_api.services.audit import AuditService
 from sba_api.services.events import EventService
 from sba_api.services.gateway import GatewayService
 from sba_api.services.knowledge import KnowledgeService
 from sba_api.services.runs import RunService
+from sba_api.services.step_config import StepConfigSource
+from sba_api.services.stream_tokens import StreamTokenService
 from sba_api.services.system import SystemService
+from sba_api.services.tasks import TaskService
+from sba_api.services.tenants import TenantService
 from sba_api.settings import EmbeddingProvider, Settings
 from sba_core.knowledge import Embedder, HashingEmbedder
 from sba_core.tools.registry import builtin_registry
@@ -39,7 +46,9 @@ from sba_store.eventbus import RunEventListener
 from sba_store.events import EventRepository
 from sba_store.knowledge import KnowledgeRepository
 from sba_store.runs import RunRepository
+from sba_store.tasks import TaskRepository
 from sba_store.tool_calls import ToolCallRepository
+from sba_store.usage import UsageRepository
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +91,7 @@ async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services
         embedder = HashingEmbedder()
 
     registry = builtin_registry()
+    audit = AuditService(AuditRepository(pool))
     run_service = RunService(RunRepository(pool), kube, registry, AuditRepository(pool))
     knowledge = KnowledgeService(KnowledgeRepository(pool), embedder)
     artifacts = ArtifactService(ArtifactRepository(pool), run_service)
@@ -102,8 +112,17 @@ async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services
             registry,
             knowledge,
             artifacts,
+            step_config=StepConfigSource(settings.tools, kube.get_tenant),
         ),
         system=SystemService(pool, redis, registry),
+        tenants=TenantService(kube, UsageRepository(pool), audit),
+        audit=audit,
+        stream_tokens=StreamTokenService(
+            run_service,
+            settings.auth.stream_token_secret,
+            settings.auth.stream_token_ttl_seconds,
+        ),
+        tasks=TaskService(TaskRepository(pool), ToolCallRepository(pool)),
     )
 
 
@@ -114,19 +133,58 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _request_limits(app: web.Application) -> AsyncIterator[None]:
+    """Rate limits and the SSE stream cap, in Redis (after `_resources`: reads tenants)."""
+    config = app[SETTINGS].rate_limits
+    if not config.enabled:
+        yield
+        return
+    redis = Redis.from_url(app[SETTINGS].redis.url)
+    metrics = app[METRICS]
+    tenants = app[SERVICES].tenants
+
+    def violated(tenant: str, user: str, scope: str) -> None:
+        metrics.rate_limit_violations.labels(tenant=tenant, scope=scope).inc()
+
+    app[LIMITS] = RequestLimits(
+        RateLimiter(redis, window_seconds=config.window_seconds),
+        StreamSlots(redis, lease_seconds=config.sse_lease_seconds),
+        window_seconds=config.window_seconds,
+        tenant_requests=config.tenant_requests,
+        principal_requests=config.principal_requests,
+        sse_streams_per_tenant=config.sse_streams_per_tenant,
+        quotas=TenantQuotaCache(
+            tenants.request_quota, ttl_seconds=config.tenant_quota_cache_seconds
+        ),
+        on_violation=violated,
+    )
+    try:
+        yield
+    finally:
+        await redis.aclose()
+
+
+async def _close_authenticator(app: web.Application) -> None:
+    await app[AUTHENTICATOR].close()
+
+
 def create_app(settings: Settings, *, services: Services | None = None) -> web.Application:
     """Build the application. Pass `services` to run without real backends (unit tests)."""
     app = web.Application(
-        middlewares=[api_middleware],
+        middlewares=[api_middleware, auth_middleware],
         client_max_size=max(settings.http.max_body_bytes, settings.http.max_artifact_bytes) + 1,
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[OPENAPI] = build_openapi(ROUTES, title=API_TITLE, version=API_VERSION)
     add_routes(app)
+    app[ROUTE_SPECS] = {route.operation_id: route for route in ROUTES}
+    app[AUTHENTICATOR] = Authenticator(settings.auth)
+    app.on_cleanup.append(_close_authenticator)
     app.on_response_prepare.append(add_request_id_header)
     if services is not None:
         app[SERVICES] = services
     else:
         app.cleanup_ctx.append(_resources)
+        app.cleanup_ctx.append(_request_limits)
     return app

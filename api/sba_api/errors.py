@@ -4,7 +4,7 @@ boundary where they occur; the error middleware maps them to HTTP.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -27,11 +27,18 @@ class ApiError(Exception):
     code: ClassVar[str] = "internal_error"
 
     def __init__(
-        self, message: str, *, details: Sequence[ErrorItem] = (), code: str | None = None
+        self,
+        message: str,
+        *,
+        details: Sequence[ErrorItem] = (),
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.details = list(details)
+        self.headers = dict(headers or {})
+        """Response headers the error needs (WWW-Authenticate, Retry-After)."""
         if code is not None:
             self.error_code = code
         else:
@@ -69,6 +76,11 @@ class NotFound(ApiError):
 class MethodNotAllowed(ApiError):
     status = 405
     code = "method_not_allowed"
+
+
+class TooManyRequests(ApiError):
+    status = 429
+    code = "rate_limited"
 
 
 class Conflict(ApiError):

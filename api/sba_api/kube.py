@@ -18,9 +18,16 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from sba_api.errors import ApiError, NotFound, ServiceUnavailable, UpstreamError
+from sba_api.errors import (
+    ApiError,
+    BadRequest,
+    ErrorItem,
+    NotFound,
+    ServiceUnavailable,
+    UpstreamError,
+)
 from sba_api.settings import KubernetesSettings
-from sba_core.group import AGENTRUN_PLURAL, GROUP, VERSION
+from sba_core.group import AGENTRUN_PLURAL, GROUP, TENANT_PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +36,10 @@ T = TypeVar("T")
 
 class TenantNotFound(NotFound):
     code = "tenant_not_found"
+
+
+class SpecRejected(BadRequest):
+    code = "validation_error"
 
 
 class AgentRunNotFound(NotFound):
@@ -104,6 +115,13 @@ class KubeClient:
                     ),
                 )
             except ApiException as exc:
+                if exc.status == 422:
+                    # The cluster's schema and CEL rules refused the client's spec: a 400.
+                    message = str(_status_body(exc).get("message") or exc.reason or "")
+                    raise SpecRejected(
+                        f"the run spec is invalid: {message}",
+                        details=[ErrorItem(loc="", msg=message[:500])],
+                    ) from exc
                 if exc.status == 404:
                     details = _status_body(exc).get("details") or {}
                     if details.get("kind") == "namespaces" or not self._namespace_exists_sync(
@@ -160,6 +178,52 @@ class KubeClient:
                     raise
 
         await self._call("delete the AgentRun", call)
+
+    async def get_tenant(self, name: str) -> dict[str, Any] | None:
+        """The (cluster-scoped) Tenant resource, or None."""
+
+        def call() -> dict[str, Any] | None:
+            try:
+                return cast(
+                    dict[str, Any],
+                    self._custom.get_cluster_custom_object(GROUP, VERSION, TENANT_PLURAL, name),
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+
+        return await self._call("read the Tenant", call)
+
+    async def create_tenant(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create a Tenant; None when one of that name already exists."""
+
+        def call() -> dict[str, Any] | None:
+            try:
+                return cast(
+                    dict[str, Any],
+                    self._custom.create_cluster_custom_object(GROUP, VERSION, TENANT_PLURAL, body),
+                )
+            except ApiException as exc:
+                if exc.status == 409:
+                    return None
+                raise
+
+        return await self._call("create the Tenant", call)
+
+    async def delete_tenant(self, name: str) -> bool:
+        """Delete a Tenant (the operator tears its namespace down); False when absent."""
+
+        def call() -> bool:
+            try:
+                self._custom.delete_cluster_custom_object(GROUP, VERSION, TENANT_PLURAL, name)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                raise
+            return True
+
+        return await self._call("delete the Tenant", call)
 
     async def ping(self) -> None:
         """Cheap reachability check (the API server's /version)."""

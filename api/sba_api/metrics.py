@@ -30,6 +30,20 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.rate_limit_violations = Counter(
+            "rate_limit_violations",
+            "Requests refused with 429, by tenant and by the limit that refused them "
+            "(tenant, principal, sse_streams).",
+            ["tenant", "scope"],
+            registry=self.registry,
+        )
+        self.auth_failures = Counter(
+            "auth_failures",
+            "Requests refused with 401 (invalid or missing token) or 403 (permission, tenant).",
+            ["status"],
+            registry=self.registry,
+        )
+
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method=method, route=route, status=str(status)).inc()
         self.duration.labels(method=method, route=route).observe(seconds)

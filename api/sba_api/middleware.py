@@ -107,7 +107,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             if exc.status >= 500:
                 log.warning("%s %s failed: %s", request.method, request.path, exc.message)
             response = error_response(
-                exc.status, exc.error_code, exc.message, request_id, exc.details
+                exc.status, exc.error_code, exc.message, request_id, exc.details, exc.headers
             )
         except web.HTTPException as exc:
             if exc.status < 400:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from sba_api.schemas import ErrorBody
+from sba_core.auth.permissions import Permission
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -66,6 +67,24 @@ class RouteSpec:
     headers: Mapping[str, str] = field(default_factory=dict)
     """Request headers the route reads, name -> description."""
     path_formats: Mapping[str, str] = field(default_factory=dict)
+    permission: Permission | None = None
+    """What a bearer token must grant; every route that is neither public nor step-token
+    authenticated names one (`add_routes` refuses a route that does not)."""
+    public: bool = False
+    """No authentication at all (health, metrics, this document)."""
+    stream_token: bool = False
+    """Also accepts a run-scoped stream token as `?access_token=` (EventSource clients)."""
+
+    @property
+    def bearer(self) -> bool:
+        return not self.public and not self.step_token
+
+
+_BEARER_ERRORS: Final = {
+    401: "Missing, invalid or expired bearer token",
+    403: "The token lacks the permission, or the resource belongs to another tenant",
+    429: "Rate limit or stream cap exceeded; retry after Retry-After seconds",
+}
 
 
 def _models(routes: Sequence[RouteSpec]) -> list[tuple[type[BaseModel], JsonSchemaMode]]:
@@ -164,14 +183,34 @@ def build_openapi(
             if response_content is not None:
                 entry["content"] = response_content
             responses[str(status)] = entry
-        for status in sorted({*route.errors, 500}):
+        bearer_errors = set(_BEARER_ERRORS) if route.bearer else set()
+        for status in sorted({*route.errors, *bearer_errors, 500}):
+            description = _STATUS_TEXT.get(status, "Error")
+            if route.bearer:
+                description = _BEARER_ERRORS.get(status, description)
             responses[str(status)] = {
-                "description": _STATUS_TEXT.get(status, "Error"),
+                "description": description,
                 "content": {"application/json": {"schema": ref(ErrorBody, "response")}},
             }
+            if status == 429:
+                responses[str(status)]["headers"] = {
+                    "Retry-After": {
+                        "description": "Seconds to wait before retrying.",
+                        "schema": {"type": "integer"},
+                    }
+                }
         operation["responses"] = responses
         if route.step_token:
             operation["security"] = [{"stepToken": []}]
+        elif route.public:
+            operation["security"] = []
+        else:
+            operation["security"] = [{"bearerAuth": []}]
+            if route.stream_token:
+                operation["security"].append({"streamToken": []})
+            if route.permission is not None:
+                operation["x-permission"] = route.permission.value
+                operation["description"] = f"Requires the `{route.permission.value}` permission."
         paths.setdefault(route.path, {})[route.method.lower()] = operation
 
     document: dict[str, Any] = {
@@ -186,12 +225,26 @@ def build_openapi(
         "components": {
             "schemas": components,
             "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "Access token (HS256 from the shared secret, or RS256/ES256 "
+                    "from the OIDC provider's JWKS) with `sub`, the tenant claim and `roles`.",
+                },
+                "streamToken": {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "access_token",
+                    "description": "Run-scoped stream token from "
+                    "POST /api/v1/runs/{run_id}/stream-token (60 s; that run's events only).",
+                },
                 "stepToken": {
                     "type": "http",
                     "scheme": "bearer",
                     "bearerFormat": "JWT",
                     "description": "Step token minted by the operator for one tool-step attempt.",
-                }
+                },
             },
         },
     }

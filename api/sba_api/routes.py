@@ -8,12 +8,23 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from sba_api.handlers import artifacts, events, gateway, knowledge, runs, system
+from sba_api.handlers import (
+    artifacts,
+    audit,
+    events,
+    gateway,
+    gateway_tasks,
+    knowledge,
+    runs,
+    system,
+    tenants,
+)
 from sba_api.openapi import Media, RouteSpec
 from sba_api.schemas import (
-    AgentRunSpec,
     ArtifactList,
     ArtifactUploaded,
+    AuditList,
+    AuditQuery,
     EventsQuery,
     Health,
     KnowledgeDocumentCreated,
@@ -23,13 +34,21 @@ from sba_api.schemas import (
     RunCreated,
     RunList,
     RunListQuery,
+    RunRequest,
     RunView,
     StepInput,
     StepResultIn,
     StepResultRecorded,
+    StreamToken,
+    TenantCreateIn,
+    TenantDeleted,
+    TenantUsage,
+    TenantView,
     ToolCatalog,
+    UsageQuery,
 )
-from sba_core.tools.contracts import KnowledgeSearchParams
+from sba_core.auth.permissions import Permission
+from sba_core.tools.contracts import KnowledgeSearchParams, TaskCreated, TaskFields
 
 API = "/api/v1"
 INTERNAL = "/internal/v1"
@@ -44,9 +63,10 @@ ROUTES: tuple[RouteSpec, ...] = (
         "createRun",
         "Start a run: creates an AgentRun in the tenant's namespace",
         "runs",
-        request=AgentRunSpec,
+        request=RunRequest,
         responses={201: RunCreated},
         errors=(*JSON_BODY_ERRORS, 404, 502, 503),
+        permission=Permission.RUNS_CREATE,
     ),
     RouteSpec(
         "GET",
@@ -58,6 +78,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         query=RunListQuery,
         responses={200: RunList},
         errors=(400, 503),
+        permission=Permission.RUNS_READ,
     ),
     RouteSpec(
         "GET",
@@ -69,6 +90,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         responses={200: RunView},
         errors=(404, 502, 503),
         path_formats=UUID_FORMAT,
+        permission=Permission.RUNS_READ,
     ),
     RouteSpec(
         "GET",
@@ -93,6 +115,8 @@ ROUTES: tuple[RouteSpec, ...] = (
         },
         errors=(404, 503),
         path_formats=UUID_FORMAT,
+        permission=Permission.RUNS_READ,
+        stream_token=True,
     ),
     RouteSpec(
         "GET",
@@ -104,6 +128,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         responses={200: ArtifactList},
         errors=(404, 503),
         path_formats=UUID_FORMAT,
+        permission=Permission.RUNS_READ,
     ),
     RouteSpec(
         "GET",
@@ -123,6 +148,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         },
         errors=(404, 503),
         path_formats=UUID_FORMAT,
+        permission=Permission.RUNS_READ,
     ),
     RouteSpec(
         "POST",
@@ -134,6 +160,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         request=KnowledgeDocumentIn,
         responses={201: KnowledgeDocumentCreated},
         errors=(*JSON_BODY_ERRORS, 502, 503),
+        permission=Permission.KNOWLEDGE_WRITE,
     ),
     RouteSpec(
         "POST",
@@ -145,6 +172,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         request=KnowledgeSearchIn,
         responses={200: KnowledgeSearchResult},
         errors=(*JSON_BODY_ERRORS, 502, 503),
+        permission=Permission.KNOWLEDGE_READ,
     ),
     RouteSpec(
         "GET",
@@ -154,6 +182,78 @@ ROUTES: tuple[RouteSpec, ...] = (
         "The tool catalog",
         "tools",
         responses={200: ToolCatalog},
+        permission=Permission.TOOLS_READ,
+    ),
+    RouteSpec(
+        "POST",
+        f"{API}/runs/{{run_id}}/stream-token",
+        runs.create_stream_token,
+        "createStreamToken",
+        "A 60-second token for this run's events route only, for EventSource clients "
+        "(pass it as ?access_token=)",
+        "runs",
+        responses={201: StreamToken},
+        errors=(404, 503),
+        path_formats=UUID_FORMAT,
+        permission=Permission.RUNS_READ,
+    ),
+    RouteSpec(
+        "GET",
+        f"{API}/audit",
+        audit.list_audit,
+        "listAudit",
+        "The tenant's audit log, newest first (cursor pagination; filter by action, actor, time)",
+        "audit",
+        query=AuditQuery,
+        responses={200: AuditList},
+        errors=(400, 503),
+        permission=Permission.AUDIT_READ,
+    ),
+    RouteSpec(
+        "POST",
+        f"{API}/tenants",
+        tenants.create_tenant,
+        "createTenant",
+        "Create a Tenant resource (the operator provisions it, as for GitOps)",
+        "tenants",
+        request=TenantCreateIn,
+        responses={201: TenantView},
+        errors=(*JSON_BODY_ERRORS, 409, 502, 503),
+        permission=Permission.TENANTS_ADMIN,
+    ),
+    RouteSpec(
+        "GET",
+        f"{API}/tenants/{{tenant}}",
+        tenants.get_tenant,
+        "getTenant",
+        "A tenant's spec and status (your own tenant, or any for a platform admin)",
+        "tenants",
+        responses={200: TenantView},
+        errors=(404, 502, 503),
+        permission=Permission.TENANTS_READ,
+    ),
+    RouteSpec(
+        "DELETE",
+        f"{API}/tenants/{{tenant}}",
+        tenants.delete_tenant,
+        "deleteTenant",
+        "Delete a Tenant resource (the operator tears it down in order)",
+        "tenants",
+        responses={202: TenantDeleted},
+        errors=(404, 502, 503),
+        permission=Permission.TENANTS_ADMIN,
+    ),
+    RouteSpec(
+        "GET",
+        f"{API}/tenants/{{tenant}}/usage",
+        tenants.tenant_usage,
+        "getTenantUsage",
+        "A tenant's usage from Postgres: runs by phase, tool calls, run seconds",
+        "tenants",
+        query=UsageQuery,
+        responses={200: TenantUsage},
+        errors=(400, 404, 503),
+        permission=Permission.USAGE_READ,
     ),
     RouteSpec(
         "GET",
@@ -193,6 +293,18 @@ ROUTES: tuple[RouteSpec, ...] = (
     ),
     RouteSpec(
         "POST",
+        f"{INTERNAL}/tasks",
+        gateway_tasks.create_task,
+        "gatewayCreateTask",
+        "Create the calling task.create step's task (idempotent per step: 201, then 200)",
+        "gateway",
+        request=TaskFields,
+        responses={201: TaskCreated, 200: TaskCreated},
+        errors=(*JSON_BODY_ERRORS, 401, 403, 404, 409, 503),
+        step_token=True,
+    ),
+    RouteSpec(
+        "POST",
         f"{INTERNAL}/step/result",
         gateway.post_step_result,
         "gatewayPostStepResult",
@@ -211,6 +323,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         "Liveness",
         "system",
         responses={200: Health},
+        public=True,
     ),
     RouteSpec(
         "GET",
@@ -220,6 +333,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         "Readiness: Postgres and Redis reachable",
         "system",
         responses={200: Health, 503: Health},
+        public=True,
     ),
     RouteSpec(
         "GET",
@@ -229,6 +343,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         "Prometheus metrics",
         "system",
         responses={200: Media("text/plain", description="Prometheus text exposition format.")},
+        public=True,
     ),
     RouteSpec(
         "GET",
@@ -238,6 +353,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         "This document",
         "system",
         responses={200: Media("application/json", {"type": "object"}, "OpenAPI 3.1 document.")},
+        public=True,
     ),
     RouteSpec(
         "GET",
@@ -247,10 +363,17 @@ ROUTES: tuple[RouteSpec, ...] = (
         "Swagger UI",
         "system",
         responses={200: Media("text/html", description="Swagger UI page.")},
+        public=True,
     ),
 )
 
 
 def add_routes(app: web.Application) -> None:
     for route in ROUTES:
+        if route.bearer and route.permission is None:
+            # Fail closed: a route nobody thought about must not be open to every token.
+            raise ValueError(
+                f"route {route.method} {route.path} names no permission: set "
+                "RouteSpec.permission (sba_core.auth.permissions), or public/step_token"
+            )
         app.router.add_route(route.method, route.path, route.handler, name=route.operation_id)

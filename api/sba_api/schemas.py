@@ -13,17 +13,17 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from sba_core.models.base import WireModel
 from sba_core.models.run import (
-    AgentRunSpec,
     Condition,
     DnsLabel,
+    RunRequest,
     RunResult,
     RunUsage,
     StepStatus,
 )
-from sba_core.tools.contracts import KnowledgeSearchResult
+from sba_core.models.tenant import TenantSpec
+from sba_core.tools.contracts import KnowledgeSearchResult, StepConfig
 
 __all__ = [
-    "AgentRunSpec",
     "ArtifactList",
     "ArtifactUploaded",
     "ArtifactView",
@@ -40,6 +40,7 @@ __all__ = [
     "RunLinks",
     "RunList",
     "RunListQuery",
+    "RunRequest",
     "RunSummary",
     "RunView",
     "StepInput",
@@ -164,7 +165,7 @@ class ArtifactList(WireModel):
 
 
 class KnowledgeDocumentIn(WireModel):
-    tenant: DnsLabel
+    tenant: DnsLabel = Field(description="The caller's tenant when omitted or null.")
     title: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     content: Annotated[str, StringConstraints(min_length=1, max_length=2_000_000)]
     source: Annotated[str, StringConstraints(max_length=2000)] | None = None
@@ -177,7 +178,7 @@ class KnowledgeDocumentCreated(WireModel):
 
 
 class KnowledgeSearchIn(WireModel):
-    tenant: DnsLabel
+    tenant: DnsLabel = Field(description="The caller's tenant when omitted or null.")
     query: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
     top_k: int = Field(default=5, ge=1, le=50)
 
@@ -218,6 +219,11 @@ class StepInput(WireModel):
     inputs: dict[str, Any] = Field(
         description="Result of the latest successful call of each other step of the run."
     )
+    idempotency_key: str = Field(
+        description="<run-id>:<step-id>, the same for every attempt: side effects carry it "
+        "so a retried step never repeats one."
+    )
+    config: StepConfig = Field(default_factory=StepConfig)
 
 
 class StepResultIn(WireModel):
@@ -251,7 +257,7 @@ class ArtifactUploaded(WireModel):
 
 
 class RunListQuery(WireModel):
-    tenant: DnsLabel
+    tenant: DnsLabel | None = Field(default=None, description="Default: the caller's tenant.")
     limit: int = Field(default=20, ge=1, le=100)
     cursor: Annotated[str, StringConstraints(max_length=512)] | None = None
 
@@ -261,3 +267,78 @@ class EventsQuery(WireModel):
         default=None,
         description="Resume after this event id (for clients that cannot set headers).",
     )
+
+
+# --- auth, audit, tenants ---------------------------------------------------------------
+
+TenantName = Annotated[
+    str, StringConstraints(min_length=1, max_length=40, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+]
+
+
+class StreamToken(WireModel):
+    token: str = Field(description="Pass as `?access_token=` to this run's events route only.")
+    expires_at: datetime
+    expires_in: int = Field(description="Seconds until the token expires.")
+    events_url: str = Field(description="The run's events route with the token in the query.")
+
+
+class AuditQuery(WireModel):
+    tenant: DnsLabel | None = Field(default=None, description="Default: the caller's tenant.")
+    action: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    actor: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = None
+    since: datetime | None = Field(default=None, description="Entries at or after this time.")
+    until: datetime | None = Field(default=None, description="Entries before this time.")
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+class AuditEntry(WireModel):
+    id: int
+    tenant: str
+    actor: str
+    action: str
+    target: str
+    request_id: str | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+
+
+class AuditList(WireModel):
+    items: list[AuditEntry]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next (older) page; null at the end."
+    )
+
+
+class TenantCreateIn(WireModel):
+    name: TenantName = Field(description="The tenant's id; its namespace is tenant-<name>.")
+    spec: TenantSpec
+
+
+class TenantView(WireModel):
+    name: str
+    namespace: str
+    phase: str | None = None
+    spec: dict[str, Any] = Field(default_factory=dict)
+    status: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime | None = None
+
+
+class TenantDeleted(WireModel):
+    name: str
+    deleted: bool
+
+
+class UsageQuery(WireModel):
+    since: datetime | None = Field(default=None, description="Count from this time (default: all).")
+
+
+class TenantUsage(WireModel):
+    tenant: str
+    since: datetime | None = None
+    runs_total: int
+    runs_by_phase: dict[str, int]
+    tool_calls: int
+    tool_calls_failed: int
+    run_seconds: float = Field(description="Wall time of finished runs, created to finished.")

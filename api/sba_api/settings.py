@@ -6,11 +6,15 @@ everything it needs from this object.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+
+from sba_core.tools.egress import parse_allowlist
 
 MIB = 1024 * 1024
 
@@ -70,6 +74,61 @@ class LimitsSettings:
     knowledge_top_k_max: int = 50
 
 
+@dataclass(frozen=True)
+class AuthSettings:
+    """Bearer-token authentication of /api/v1 (see sba_api.auth)."""
+
+    hs256_secret: str | None = None
+    """Shared secret for HS256 tokens (development; `sba-agentic token` mints them)."""
+    jwks_url: str | None = None
+    """JWKS of an OIDC provider: RS256/ES256 tokens are verified against its keys."""
+    jwks_file: Path | None = None
+    """A local JWKS file, instead of (or as well as) the URL."""
+    issuer: str = "sba-agentic"
+    audience: str = "sba-agentic-api"
+    tenant_claim: str = "tenant"
+    roles_claim: str = "roles"
+    leeway_seconds: float = 30.0
+    jwks_cache_seconds: float = 300.0
+    jwks_min_refresh_seconds: float = 10.0
+    """An unknown `kid` refetches the JWKS, but no more often than this."""
+    stream_token_secret: str = ""
+    """Signs run-scoped SSE stream tokens; derived from the step-token secret when unset."""
+    stream_token_ttl_seconds: int = 60
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.hs256_secret or self.jwks_url or self.jwks_file)
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    """Sliding-window request limits in Redis, shared by every API replica."""
+
+    enabled: bool = True
+    window_seconds: float = 60.0
+    tenant_requests: int = 1200
+    """Requests per window per tenant (a Tenant's spec.quotas.apiRequestsPerMinute overrides)."""
+    principal_requests: int = 600
+    """Requests per window per user of a tenant."""
+    sse_streams_per_tenant: int = 100
+    sse_lease_seconds: float = 30.0
+    """An open stream's slot expires this long after its replica last renewed it."""
+    tenant_quota_cache_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class ToolSettings:
+    """What the gateway hands tool pods in their step envelope (`config`)."""
+
+    crm_url: str | None = None
+    """The CRM endpoint crm.sync posts to (SBA_CRM_URL); crm.sync fails when unset."""
+    default_egress_allowlist: tuple[str, ...] = ()
+    """Hosts a tenant may reach when its Tenant has no spec.egressAllowlist."""
+    egress_cache_seconds: float = 30.0
+    """How long a Tenant's egress allowlist read from Kubernetes is reused."""
+
+
 class EmbeddingProvider(StrEnum):
     HASHING = "hashing"
     OPENAI = "openai"
@@ -95,6 +154,9 @@ class Settings:
     sse: SseSettings = field(default_factory=SseSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     embeddings: EmbeddingSettings = field(default_factory=EmbeddingSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
+    tools: ToolSettings = field(default_factory=ToolSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -143,7 +205,22 @@ class Settings:
                 f"SBA_EMBEDDINGS_PROVIDER must be one of {[p.value for p in EmbeddingProvider]}"
             ) from err
 
+        auth = _auth_settings(e, number, secret)
+        rate_limits = RateLimitSettings(
+            enabled=e.get("SBA_RATE_LIMIT_ENABLED", "true").strip().lower()
+            not in ("0", "false", "no", "off"),
+            window_seconds=number("SBA_RATE_LIMIT_WINDOW_SECONDS", 60.0, minimum=1),
+            tenant_requests=int(number("SBA_RATE_LIMIT_TENANT_REQUESTS", 1200, minimum=1)),
+            principal_requests=int(number("SBA_RATE_LIMIT_PRINCIPAL_REQUESTS", 600, minimum=1)),
+            sse_streams_per_tenant=int(number("SBA_SSE_MAX_STREAMS_PER_TENANT", 100, minimum=1)),
+            sse_lease_seconds=number("SBA_SSE_LEASE_SECONDS", 30.0, minimum=3),
+            tenant_quota_cache_seconds=number("SBA_TENANT_QUOTA_CACHE_SECONDS", 30.0, minimum=0),
+        )
+
         return cls(
+            tools=_tool_settings(e, number),
+            auth=auth,
+            rate_limits=rate_limits,
             http=HttpSettings(
                 host=host,
                 port=port,
@@ -176,3 +253,58 @@ class Settings:
                 model=get("SBA_EMBEDDINGS_MODEL", EmbeddingSettings.model),
             ),
         )
+
+
+def _auth_settings(
+    e: Mapping[str, str], number: Callable[..., float], step_secret: str
+) -> AuthSettings:
+    hs256 = e.get("SBA_JWT_HS256_SECRET", "").strip() or None
+    if hs256 is not None and len(hs256) < 32:
+        raise SettingsError("SBA_JWT_HS256_SECRET must be at least 32 characters")
+    jwks_url = e.get("SBA_JWT_JWKS_URL", "").strip() or None
+    if jwks_url is not None and not jwks_url.startswith(("https://", "http://")):
+        raise SettingsError("SBA_JWT_JWKS_URL must be an http(s) URL")
+    jwks_file_raw = e.get("SBA_JWT_JWKS_FILE", "").strip()
+    if not (hs256 or jwks_url or jwks_file_raw):
+        raise SettingsError(
+            "no way to verify bearer tokens: set SBA_JWT_HS256_SECRET (development) "
+            "or SBA_JWT_JWKS_URL / SBA_JWT_JWKS_FILE (OIDC)"
+        )
+    stream_secret = e.get("SBA_STREAM_TOKEN_SECRET", "").strip()
+    if stream_secret and len(stream_secret) < 32:
+        raise SettingsError("SBA_STREAM_TOKEN_SECRET must be at least 32 characters")
+    if not stream_secret:
+        # Every replica derives the same key from the shared step-token secret, and a
+        # token of one kind can never verify as the other.
+        stream_secret = hmac.new(
+            step_secret.encode(), b"sba-agentic stream tokens", hashlib.sha256
+        ).hexdigest()
+    return AuthSettings(
+        hs256_secret=hs256,
+        jwks_url=jwks_url,
+        jwks_file=Path(jwks_file_raw) if jwks_file_raw else None,
+        issuer=e.get("SBA_JWT_ISSUER", "").strip() or AuthSettings.issuer,
+        audience=e.get("SBA_JWT_AUDIENCE", "").strip() or AuthSettings.audience,
+        tenant_claim=e.get("SBA_JWT_TENANT_CLAIM", "").strip() or AuthSettings.tenant_claim,
+        roles_claim=e.get("SBA_JWT_ROLES_CLAIM", "").strip() or AuthSettings.roles_claim,
+        leeway_seconds=number("SBA_JWT_LEEWAY_SECONDS", 30.0, minimum=0),
+        jwks_cache_seconds=number("SBA_JWT_JWKS_CACHE_SECONDS", 300.0, minimum=1),
+        jwks_min_refresh_seconds=number("SBA_JWT_JWKS_MIN_REFRESH_SECONDS", 10.0, minimum=0),
+        stream_token_secret=stream_secret,
+        stream_token_ttl_seconds=int(number("SBA_STREAM_TOKEN_TTL_SECONDS", 60, minimum=5)),
+    )
+
+
+def _tool_settings(e: Mapping[str, str], number: Callable[..., float]) -> ToolSettings:
+    crm_url = e.get("SBA_CRM_URL", "").strip() or None
+    if crm_url is not None and not crm_url.startswith(("https://", "http://")):
+        raise SettingsError("SBA_CRM_URL must be an http(s) URL")
+    try:
+        allowlist = parse_allowlist(e.get("SBA_DEFAULT_EGRESS_ALLOWLIST", "").split(","))
+    except ValueError as err:
+        raise SettingsError(f"SBA_DEFAULT_EGRESS_ALLOWLIST: {err}") from err
+    return ToolSettings(
+        crm_url=crm_url,
+        default_egress_allowlist=allowlist,
+        egress_cache_seconds=number("SBA_EGRESS_ALLOWLIST_CACHE_SECONDS", 30.0, minimum=0),
+    )

@@ -48,6 +48,36 @@ def _dev(args: argparse.Namespace) -> int:
     return run(args.action)
 
 
+def _token(args: argparse.Namespace) -> int:
+    import os
+
+    from sba_core.auth.dev_tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER, mint_dev_token
+    from sba_core.auth.permissions import ROLE_PERMISSIONS
+
+    secret = os.environ.get("SBA_JWT_HS256_SECRET", "").strip()
+    if len(secret) < 32:
+        print("error: SBA_JWT_HS256_SECRET must be set (at least 32 characters)", file=sys.stderr)
+        return 2
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+    unknown = sorted(set(roles) - set(ROLE_PERMISSIONS))
+    if unknown:
+        print(f"error: unknown roles {unknown}; known: {sorted(ROLE_PERMISSIONS)}", file=sys.stderr)
+        return 2
+    print(
+        mint_dev_token(
+            secret,
+            tenant=args.tenant,
+            user=args.user,
+            roles=roles,
+            ttl_seconds=args.ttl,
+            issuer=os.environ.get("SBA_JWT_ISSUER", "").strip() or DEFAULT_ISSUER,
+            audience=os.environ.get("SBA_JWT_AUDIENCE", "").strip() or DEFAULT_AUDIENCE,
+            tenant_claim=os.environ.get("SBA_JWT_TENANT_CLAIM", "").strip() or "tenant",
+        )
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sba-agentic", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     crds = sub.add_parser("crds", help="write the CRD manifests generated from the models")
     crds.add_argument("--out", default="crds")
     crds.set_defaults(func=_crds)
+    token = sub.add_parser(
+        "token", help="print an HS256 access token signed with SBA_JWT_HS256_SECRET (development)"
+    )
+    token.add_argument("--tenant", required=True)
+    token.add_argument("--user", required=True)
+    token.add_argument("--roles", default="member", help="comma-separated, e.g. member,approver")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+    token.set_defaults(func=_token)
     dev = sub.add_parser("dev", help="bring the local stack up or down")
     dev.add_argument("action", choices=["up", "down", "status"], nargs="?", default="up")
     dev.set_defaults(func=_dev)

@@ -13,7 +13,8 @@ import yaml
 
 from sba_core import group
 from sba_core.crd_schema import structural_schema
-from sba_core.models.run import AgentRunSpec, AgentRunStatus
+from sba_core.models.approval import ApprovalSpec, ApprovalStatus
+from sba_core.models.run import MAX_INPUT_CHARS, MAX_PLAN_STEPS, AgentRunSpec, AgentRunStatus
 from sba_core.models.tenant import TenantSpec, TenantStatus
 
 _IMMUTABLE_RUN_FIELDS = ("tenant", "prompt", "plan", "user")
@@ -44,7 +45,18 @@ def _agentrun_spec_schema() -> dict[str, Any]:
         ]
     plan = spec["properties"]["plan"]
     plan["x-kubernetes-list-type"] = "atomic"
+    for name in ("cancel", "approvalPolicy"):  # absent means "not asked for": no {} default
+        spec["properties"][name].pop("default", None)
+    # A map of step id -> text; Kubernetes' dialect has no propertyNames/patternProperties.
+    spec["properties"]["inputs"] = {
+        "type": "object",
+        "description": spec["properties"]["inputs"].get("description", ""),
+        "maxProperties": MAX_PLAN_STEPS,
+        "additionalProperties": {"type": "string", "maxLength": MAX_INPUT_CHARS},
+        "default": {},
+    }
     spec["x-kubernetes-validations"] = [
+        *_run_transition_rules(),
         {
             "rule": "!has(self.plan) || size(self.plan) <= self.options.maxSteps",
             "message": "spec.plan has more steps than spec.options.maxSteps allows",
@@ -60,6 +72,30 @@ def _agentrun_spec_schema() -> dict[str, Any]:
         },
     ]
     return spec
+
+
+def _run_transition_rules() -> list[dict[str, Any]]:
+    """Update rules: cancel is set once, inputs are only added, the run's terms are fixed."""
+    rules: list[dict[str, Any]] = [
+        {
+            "rule": "!has(oldSelf.cancel) || (has(self.cancel) && self.cancel == oldSelf.cancel)",
+            "message": "spec.cancel cannot be changed or removed once set",
+        },
+        {
+            "rule": "!has(oldSelf.inputs) || oldSelf.inputs.all(k, has(self.inputs)"
+            " && k in self.inputs && self.inputs[k] == oldSelf.inputs[k])",
+            "message": "spec.inputs entries can be added, never changed or removed",
+        },
+    ]
+    for name in ("retry", "deadlineSeconds", "approvalPolicy"):
+        rules.append(
+            {
+                "rule": f"has(self.{name}) == has(oldSelf.{name})"
+                f" && (!has(self.{name}) || self.{name} == oldSelf.{name})",
+                "message": f"spec.{name} cannot be changed once the run exists",
+            }
+        )
+    return rules
 
 
 def _crd(
@@ -158,9 +194,131 @@ def tenant_crd() -> dict[str, Any]:
     )
 
 
+def approval_crd() -> dict[str, Any]:
+    spec = structural_schema(ApprovalSpec)
+    spec["x-kubernetes-validations"] = [
+        {"rule": "self == oldSelf", "message": "an Approval cannot be changed once created"}
+    ]
+    return _crd(
+        kind=group.APPROVAL_KIND,
+        plural=group.APPROVAL_PLURAL,
+        singular=group.APPROVAL_SINGULAR,
+        short_names=group.APPROVAL_SHORT_NAMES,
+        scope="Namespaced",
+        spec_schema=spec,
+        status_schema=structural_schema(ApprovalStatus),
+        columns=[
+            {"name": "Run", "type": "string", "jsonPath": ".spec.run"},
+            {"name": "Step", "type": "string", "jsonPath": ".spec.stepId"},
+            {"name": "Decision", "type": "string", "jsonPath": ".spec.decision"},
+            {"name": "Approver", "type": "string", "jsonPath": ".spec.approver"},
+            {"name": "Outcome", "type": "string", "jsonPath": ".status.outcome"},
+            {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+        description="A person's answer (approved or denied) to a run step's approval request.",
+    )
+
+
+_DELEGATING = f"'{group.DELEGATING_APPROVERS_GROUP}' in request.userInfo.groups"
+
+
+def _policy(name: str, resource: str, validations: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name, "labels": {group.LABEL_MANAGED_BY: group.MANAGED_BY}},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [group.GROUP],
+                        "apiVersions": ["*"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": [resource],
+                    }
+                ]
+            },
+            "variables": [{"name": "delegating", "expression": _DELEGATING}],
+            "validations": validations,
+        },
+    }
+
+
+def _binding(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name, "labels": {group.LABEL_MANAGED_BY: group.MANAGED_BY}},
+        "spec": {"policyName": name, "validationActions": ["Deny"]},
+    }
+
+
+APPROVAL_POLICY = f"approvals.{group.GROUP}"
+CANCEL_POLICY = f"agentrun-cancel.{group.GROUP}"
+
+
+def approval_admission_policy() -> dict[str, Any]:
+    """An Approval speaks for the user who creates it; nobody edits one afterwards."""
+    return _policy(
+        APPROVAL_POLICY,
+        group.APPROVAL_PLURAL,
+        [
+            {
+                "expression": "request.operation != 'CREATE' || variables.delegating"
+                " || object.spec.approver == request.userInfo.username",
+                "messageExpression": "'spec.approver must be your own user name ('"
+                " + request.userInfo.username + ')'",
+                "reason": "Forbidden",
+            },
+            {
+                "expression": "request.operation != 'CREATE' || variables.delegating"
+                " || !has(object.spec.groups)"
+                " || object.spec.groups.all(g, g in request.userInfo.groups)",
+                "message": "spec.groups may only name groups you belong to",
+                "reason": "Forbidden",
+            },
+            {
+                "expression": "request.operation != 'UPDATE' || object.spec == oldObject.spec",
+                "message": "an Approval's spec cannot be changed",
+                "reason": "Forbidden",
+            },
+        ],
+    )
+
+
+def cancel_admission_policy() -> dict[str, Any]:
+    """spec.cancel.requestedBy names the user who sets spec.cancel."""
+    return _policy(
+        CANCEL_POLICY,
+        group.AGENTRUN_PLURAL,
+        [
+            {
+                "expression": "!has(object.spec.cancel)"
+                " || (oldObject != null && has(oldObject.spec.cancel))"
+                " || variables.delegating"
+                " || (has(object.spec.cancel.requestedBy)"
+                " && object.spec.cancel.requestedBy == request.userInfo.username)",
+                "messageExpression": "'spec.cancel.requestedBy must be your own user name ('"
+                " + request.userInfo.username + ')'",
+                "reason": "Forbidden",
+            }
+        ],
+    )
+
+
 def all_crds() -> dict[str, dict[str, Any]]:
-    """File name → manifest."""
-    return {"agentruns.yaml": agentrun_crd(), "tenants.yaml": tenant_crd()}
+    """File name → manifest (CRDs, then the admission policies that guard them)."""
+    return {
+        "agentruns.yaml": agentrun_crd(),
+        "tenants.yaml": tenant_crd(),
+        "approvals.yaml": approval_crd(),
+        "admission-approvals.yaml": approval_admission_policy(),
+        "admission-approvals-binding.yaml": _binding(APPROVAL_POLICY),
+        "admission-agentrun-cancel.yaml": cancel_admission_policy(),
+        "admission-agentrun-cancel-binding.yaml": _binding(CANCEL_POLICY),
+    }
 
 
 def render(manifest: dict[str, Any]) -> str:

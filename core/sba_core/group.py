@@ -16,6 +16,14 @@ TENANT_PLURAL: Final = "tenants"
 TENANT_SINGULAR: Final = "tenant"
 TENANT_SHORT_NAMES: Final = ("tn",)
 
+APPROVAL_KIND: Final = "Approval"
+APPROVAL_PLURAL: Final = "approvals"
+APPROVAL_SINGULAR: Final = "approval"
+APPROVAL_SHORT_NAMES: Final = ("apr",)
+
+DELEGATING_APPROVERS_GROUP: Final = "sba-agentic:delegating-approvers"
+"""Members (the API's identity) may create Approvals and cancel runs in another user's name."""
+
 # Labels put on every child object so handlers can find their parent without
 # listing everything.
 LABEL_RUN_UID: Final = f"{GROUP}/run-uid"

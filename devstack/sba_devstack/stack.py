@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sba_core.auth.dev_tokens import mint_dev_token
 from sba_devstack.binaries import default_repo_root, ensure_binaries
 from sba_devstack.controlplane import ControlPlane
 from sba_devstack.controlplane import up as control_plane_up
@@ -59,6 +61,10 @@ class StackPaths:
         return self.state / "logs"
 
     @property
+    def jwt_secret_file(self) -> Path:
+        return self.state / "jwt-hs256-secret"
+
+    @property
     def secret_file(self) -> Path:
         return self.state / "step-token-secret"
 
@@ -75,6 +81,8 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     api_url: str = ""
     bin_dir: Path | None = None
+    token: str = ""
+    """A demo-tenant access token (member, approver, tenant-admin) for the API."""
 
     def stop(self) -> None:
         for service in reversed(self.services):
@@ -105,13 +113,21 @@ def _kubectl(bin_dir: Path, kubeconfig: Path, *args: str) -> str:
     return result.stdout
 
 
+def _kept_secret(path: Path) -> str:
+    # Kept across restarts so tokens already handed out (step tokens, dev tokens) stay valid.
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def _step_token_secret(paths: StackPaths) -> str:
-    # Kept across restarts so tokens of running steps stay valid.
-    if not paths.secret_file.exists():
-        paths.state.mkdir(parents=True, exist_ok=True)
-        paths.secret_file.write_text(secrets.token_urlsafe(48))
-        paths.secret_file.chmod(0o600)
-    return paths.secret_file.read_text().strip()
+    return _kept_secret(paths.secret_file)
+
+
+DEV_TOKEN_ROLES = ("member", "approver", "tenant-admin")
+DEV_TOKEN_TTL_SECONDS = 7 * 24 * 3600
 
 
 async def _ensure_database(admin_dsn: str) -> str:
@@ -127,11 +143,11 @@ async def _ensure_database(admin_dsn: str) -> str:
     return await create_database(admin_dsn, DATABASE)
 
 
-def _post_json(url: str, body: dict[str, object]) -> dict[str, object]:
+def _post_json(url: str, body: dict[str, object], token: str) -> dict[str, object]:
     request = urllib.request.Request(
         url,
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
         method="POST",
     )
     with urllib.request.urlopen(request, timeout=30) as resp:
@@ -190,8 +206,11 @@ def up(root: Path, state_dir: Path | None = None, ports: StackPorts | None = Non
         stack.redis = RedisServer(paths.state / "redis", port=ports.redis).start()
         _say("applying migrations and CRDs")
         from sba_store.migrate import migrate_dsn
+        from sba_store.roles import APP_PASSWORD_ENV, app_dsn
 
-        asyncio.run(migrate_dsn(dsn))
+        # Migrations run as the owner; the API and the operator as sba_app (RLS).
+        app_password = os.environ.get(APP_PASSWORD_ENV) or None
+        asyncio.run(migrate_dsn(dsn, app_password=app_password))
         _kubectl(bin_dir, kubeconfig, "apply", "--server-side", "-f", str(root / "crds"))
         _kubectl(
             bin_dir,
@@ -203,11 +222,20 @@ def up(root: Path, state_dir: Path | None = None, ports: StackPorts | None = Non
             "--timeout=60s",
         )
         api_url = f"http://127.0.0.1:{ports.api}"
+        jwt_secret = _kept_secret(paths.jwt_secret_file)
+        stack.token = mint_dev_token(
+            jwt_secret,
+            tenant=DEMO_TENANT,
+            user="developer",
+            roles=DEV_TOKEN_ROLES,
+            ttl_seconds=DEV_TOKEN_TTL_SECONDS,
+        )
         stack.env = {
             "KUBECONFIG": str(kubeconfig),
-            "DATABASE_URL": dsn,
+            "DATABASE_URL": app_dsn(dsn, app_password),
             "REDIS_URL": stack.redis.url,
             "SBA_STEP_TOKEN_SECRET": _step_token_secret(paths),
+            "SBA_JWT_HS256_SECRET": jwt_secret,
             "SBA_API_HOST": "127.0.0.1",
             "SBA_API_PORT": str(ports.api),
             "SBA_PUBLIC_URL": api_url,
@@ -231,6 +259,7 @@ def up(root: Path, state_dir: Path | None = None, ports: StackPorts | None = Non
             _post_json(
                 f"{api_url}/api/v1/knowledge/documents",
                 {"tenant": DEMO_TENANT, "title": title, "content": text, "source": doc.name},
+                stack.token,
             )
         stack.api_url = api_url
         stack.bin_dir = bin_dir
@@ -240,22 +269,26 @@ def up(root: Path, state_dir: Path | None = None, ports: StackPorts | None = Non
         raise
 
 
-def _print_next_steps(paths: StackPaths, bin_dir: Path, api_url: str) -> None:
+def _print_next_steps(paths: StackPaths, bin_dir: Path, api_url: str, token: str) -> None:
     kubectl = f"{bin_dir / 'kubectl'} --kubeconfig {paths.kubeconfig}"
     print(
         f"""
 SBA Agentic is up. Logs: {paths.logs}/
 
   export KUBECONFIG={paths.kubeconfig} PATH={bin_dir}:$PATH
+  # an access token for tenant demo (member, approver, tenant-admin; valid 7 days);
+  # mint others with: SBA_JWT_HS256_SECRET=$(cat {paths.jwt_secret_file}) sba-agentic token ...
+  export TOKEN={token}
 
   # a run through kubectl
   kubectl apply -f examples/run-demo.yaml
   kubectl -n tenant-demo get agentruns -w
 
   # a run through the API, and its live events
-  curl -s -X POST {api_url}/api/v1/runs -H 'Content-Type: application/json' \\
+  curl -s -X POST {api_url}/api/v1/runs -H "Authorization: Bearer $TOKEN" \\
+       -H 'Content-Type: application/json' \\
        -d '{{"tenant":"demo","prompt":"What is our refund policy for damaged goods?"}}'
-  curl -N {api_url}/api/v1/runs/<id>/events
+  curl -N {api_url}/api/v1/runs/<id>/events -H "Authorization: Bearer $TOKEN"
 
   API docs: {api_url}/docs     kubectl: {kubectl}
 
@@ -288,7 +321,7 @@ def run(action: str = "up") -> int:
     with _signals_raise():
         stack = up(root)
         assert stack.bin_dir is not None
-        _print_next_steps(stack.paths, stack.bin_dir, stack.api_url)
+        _print_next_steps(stack.paths, stack.bin_dir, stack.api_url, stack.token)
         try:
             while all(service.running for service in stack.services):
                 time.sleep(1)

@@ -5,7 +5,7 @@ and the result is handed to Kopf's startup handler through the memo.
 
 | variable | default | what |
 |---|---|---|
-| SBA_WATCH_NAMESPACES | (all) | comma-separated namespaces (globs allowed); empty = cluster-wide |
+| SBA_WATCH_NAMESPACES | (all) | comma-separated namespaces (globs ok); empty = cluster-wide (*) |
 | KUBECONFIG | (in-cluster, then ~/.kube/config) | kubeconfig for the operator's own client |
 | SBA_OPERATOR_PEERING | (standalone) | Kopf peering name; empty runs standalone |
 | DATABASE_URL | required | Postgres DSN |
@@ -23,6 +23,11 @@ and the result is handed to Kopf's startup handler through the memo.
 | SBA_JOB_MEMORY_REQUEST | 64Mi | memory request |
 | SBA_JOB_EPHEMERAL_REQUEST | 16Mi | ephemeral-storage request |
 | SBA_KOPF_SERVER_TIMEOUT / SBA_KOPF_CLIENT_TIMEOUT | 300 / 330 | watch timeouts, seconds |
+| SBA_GATEWAY_NAMESPACE | sba-system | namespace of the tool gateway's pods (tenant NetworkPolicy) |
+| SBA_GATEWAY_POD_LABELS | app.kubernetes.io/name=sba-agentic-api | their labels, `k=v,k2=v2` |
+
+(*) Kopf watches the cluster-scoped Tenants only while some listed namespace exists:
+with `tenant-*`, also list one that always does (e.g. the operator's own).
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from dataclasses import dataclass, field
 
 DEFAULT_TOOL_IMAGE = "sba-agentic/tool-runtime:0.1.0"
 DEFAULT_GATEWAY_URL = "http://sba-api.sba-system.svc:8080"
+DEFAULT_GATEWAY_NAMESPACE = "sba-system"
+DEFAULT_GATEWAY_POD_LABELS = "app.kubernetes.io/name=sba-agentic-api"
 
 
 class SettingsError(ValueError):
@@ -92,11 +99,36 @@ class ToolSettings:
 
 
 @dataclass(frozen=True)
+class TenantSettings:
+    """What tenant provisioning needs to know about the platform around it."""
+
+    gateway_namespace: str = DEFAULT_GATEWAY_NAMESPACE
+    gateway_pod_labels: Mapping[str, str] = field(
+        default_factory=lambda: parse_labels(DEFAULT_GATEWAY_POD_LABELS)
+    )
+    """Tool pods may reach pods with these labels in `gateway_namespace` (NetworkPolicy)."""
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """`k=v,k2=v2` -> {k: v, k2: v2}; SettingsError on anything else."""
+    labels: dict[str, str] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise SettingsError(f"expected key=value label pairs, got {part!r}")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+@dataclass(frozen=True)
 class Settings:
     kubernetes: KubernetesSettings
     database: DatabaseSettings
     redis: RedisSettings
     tools: ToolSettings
+    tenants: TenantSettings = field(default_factory=TenantSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -166,5 +198,11 @@ class Settings:
                 gateway_url=text("SBA_GATEWAY_URL", DEFAULT_GATEWAY_URL).rstrip("/"),
                 step_token_ttl_seconds=number("SBA_STEP_TOKEN_TTL", 900, 30),
                 job=job,
+            ),
+            tenants=TenantSettings(
+                gateway_namespace=text("SBA_GATEWAY_NAMESPACE", DEFAULT_GATEWAY_NAMESPACE),
+                gateway_pod_labels=parse_labels(
+                    text("SBA_GATEWAY_POD_LABELS", DEFAULT_GATEWAY_POD_LABELS)
+                ),
             ),
         )

@@ -1,6 +1,9 @@
 """sba_store: the only package that talks SQL.
 
 Callers create one pool with `create_pool(dsn)` and pass it to the repositories.
+The API and the operator connect as the application role sba_app (`app_dsn`),
+which row-level security confines to the tenant of each `tenant_transaction`;
+migrations run as the owner.
 """
 
 from sba_store.artifacts import ArtifactRepository
@@ -19,11 +22,13 @@ from sba_store.records import (
     TenantRecord,
     ToolCallRecord,
 )
+from sba_store.roles import APP_ROLE, app_dsn
 from sba_store.runs import RunRepository
 from sba_store.tenants import TenantRepository
 from sba_store.tool_calls import ToolCallRepository
 
 __all__ = [
+    "APP_ROLE",
     "ArtifactRecord",
     "ArtifactRepository",
     "AuditRecord",
@@ -40,6 +45,7 @@ __all__ = [
     "TenantRepository",
     "ToolCallRecord",
     "ToolCallRepository",
+    "app_dsn",
     "create_pool",
     "tenant_transaction",
 ]

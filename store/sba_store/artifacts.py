@@ -6,7 +6,7 @@ import hashlib
 from typing import Final
 from uuid import UUID
 
-from sba_store.db import Pool, tenant_transaction, transaction
+from sba_store.db import Pool, tenant_transaction
 from sba_store.records import ArtifactRecord
 
 _COLUMNS: Final = (
@@ -51,13 +51,12 @@ class ArtifactRepository:
         return ArtifactRecord(**dict(row))
 
     async def get(
-        self, artifact_id: UUID, *, tenant_id: str | None = None
+        self, artifact_id: UUID, *, tenant_id: str
     ) -> tuple[ArtifactRecord, bytes] | None:
-        """The artifact and its content, optionally only if it belongs to `tenant_id`."""
-        async with transaction(self._pool) as conn:
+        """The artifact and its content, only if it belongs to `tenant_id`."""
+        async with tenant_transaction(self._pool, tenant_id) as conn:
             row = await conn.fetchrow(
-                f"select {_COLUMNS}, content from artifacts"
-                " where id = $1 and ($2::text is null or tenant_id = $2)",
+                f"select {_COLUMNS}, content from artifacts where id = $1 and tenant_id = $2",
                 artifact_id,
                 tenant_id,
             )
@@ -67,15 +66,13 @@ class ArtifactRepository:
         content: bytes = fields.pop("content")
         return ArtifactRecord(**fields), content
 
-    async def list_for_run(
-        self, run_id: UUID, *, tenant_id: str | None = None
-    ) -> list[ArtifactRecord]:
+    async def list_for_run(self, run_id: UUID, *, tenant_id: str) -> list[ArtifactRecord]:
         """The run's artifacts (metadata only), oldest first."""
-        async with transaction(self._pool) as conn:
+        async with tenant_transaction(self._pool, tenant_id) as conn:
             rows = await conn.fetch(
                 f"""
                 select {_COLUMNS} from artifacts
-                where run_id = $1 and ($2::text is null or tenant_id = $2)
+                where run_id = $1 and tenant_id = $2
                 order by created_at, id
                 """,
                 run_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Final
 
 from sba_store.db import Pool, tenant_transaction
@@ -50,6 +51,45 @@ class AuditRepository:
                 order by created_at desc, id desc limit $2
                 """,
                 tenant_id,
+                limit,
+            )
+        return [AuditRecord(**dict(row)) for row in rows]
+
+    async def list_page(
+        self,
+        tenant_id: str,
+        *,
+        limit: int,
+        before_id: int | None = None,
+        action: str | None = None,
+        actor: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[AuditRecord]:
+        """One page of the tenant's entries, newest first, filtered.
+
+        `before_id` is a keyset cursor (the id of the previous page's last entry):
+        ids grow with time, so "newest first" is "highest id first".
+        """
+        async with tenant_transaction(self._pool, tenant_id) as conn:
+            rows = await conn.fetch(
+                f"""
+                select {_COLUMNS} from audit_log
+                where tenant_id = $1
+                  and ($2::bigint is null or id < $2)
+                  and ($3::text is null or action = $3)
+                  and ($4::text is null or actor = $4)
+                  and ($5::timestamptz is null or created_at >= $5)
+                  and ($6::timestamptz is null or created_at < $6)
+                order by id desc
+                limit $7
+                """,
+                tenant_id,
+                before_id,
+                action,
+                actor,
+                since,
+                until,
                 limit,
             )
         return [AuditRecord(**dict(row)) for row in rows]

@@ -79,18 +79,22 @@ async def create_pool(
 async def tenant_transaction(pool: Pool, tenant_id: str) -> AsyncIterator[Connection]:
     """A transaction with `app.current_tenant` set, for row-level security policies.
 
-    The setting is transaction-local (set_config(..., true)) so it can never
+    Every tenant-scoped query runs in one of these: under sba_app the policies
+    of migration 0008 show and accept only this tenant's rows. The setting is
+    transaction-local (set_tenant uses set_config(..., true)) so it can never
     leak to the next user of the pooled connection.
     """
+    if not tenant_id:
+        raise ValueError("tenant_transaction needs a tenant id")
     with translated("run a tenant transaction"):
         async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("select set_config('app.current_tenant', $1, true)", tenant_id)
+            await conn.execute("select set_tenant($1)", tenant_id)
             yield conn
 
 
 @asynccontextmanager
 async def transaction(pool: Pool) -> AsyncIterator[Connection]:
-    """A plain transaction, for operations not scoped to one tenant."""
+    """A plain transaction with no tenant set: tenant-scoped tables show no rows in it."""
     with translated("run a transaction"):
         async with pool.acquire() as conn, conn.transaction():
             yield conn

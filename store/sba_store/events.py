@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Final
 from uuid import UUID
 
-from sba_store.db import Pool, tenant_transaction, transaction
+from sba_store.db import Pool, tenant_transaction
 from sba_store.records import NewEvent, RunEventRecord
 
 _COLUMNS: Final = "run_id, seq, tenant_id, type, level, ts, payload, dedupe_key"
@@ -41,13 +41,16 @@ class EventRepository:
             if keys:
                 rows = await conn.fetch(
                     "select dedupe_key from run_events"
-                    " where run_id = $1 and dedupe_key = any($2::text[])",
+                    " where run_id = $1 and tenant_id = $2 and dedupe_key = any($3::text[])",
                     run_id,
+                    tenant_id,
                     keys,
                 )
                 existing = {row["dedupe_key"] for row in rows}
             last = await conn.fetchval(
-                "select coalesce(max(seq), 0) from run_events where run_id = $1", run_id
+                "select coalesce(max(seq), 0) from run_events where run_id = $1 and tenant_id = $2",
+                run_id,
+                tenant_id,
             )
             seq: int = last
             inserted: list[RunEventRecord] = []
@@ -77,14 +80,14 @@ class EventRepository:
         return inserted
 
     async def list_after(
-        self, run_id: UUID, after_seq: int = 0, limit: int = 500, *, tenant_id: str | None = None
+        self, run_id: UUID, after_seq: int = 0, limit: int = 500, *, tenant_id: str
     ) -> list[RunEventRecord]:
         """Events with seq > after_seq, in order (SSE replay from Last-Event-ID)."""
-        async with transaction(self._pool) as conn:
+        async with tenant_transaction(self._pool, tenant_id) as conn:
             rows = await conn.fetch(
                 f"""
                 select {_COLUMNS} from run_events
-                where run_id = $1 and seq > $2 and ($3::text is null or tenant_id = $3)
+                where run_id = $1 and seq > $2 and tenant_id = $3
                 order by seq
                 limit $4
                 """,
@@ -95,10 +98,12 @@ class EventRepository:
             )
         return [RunEventRecord(**dict(row)) for row in rows]
 
-    async def last_seq(self, run_id: UUID) -> int:
+    async def last_seq(self, run_id: UUID, *, tenant_id: str) -> int:
         """The highest seq of the run, 0 when it has no events."""
-        async with transaction(self._pool) as conn:
+        async with tenant_transaction(self._pool, tenant_id) as conn:
             value = await conn.fetchval(
-                "select coalesce(max(seq), 0) from run_events where run_id = $1", run_id
+                "select coalesce(max(seq), 0) from run_events where run_id = $1 and tenant_id = $2",
+                run_id,
+                tenant_id,
             )
         return int(value)

@@ -131,7 +131,7 @@ class KnowledgeRepository:
                 """
                 select c.id, c.document_id, c.title, c.content, d.source
                 from knowledge_chunks c join knowledge_documents d on d.id = c.document_id
-                where c.tenant_id = $1 and c.id = any($2::uuid[])
+                where c.tenant_id = $1 and d.tenant_id = $1 and c.id = any($2::uuid[])
                 """,
                 tenant_id,
                 [UUID(chunk_id) for chunk_id, _ in fused],

@@ -21,6 +21,8 @@ from typing import Final
 
 import asyncpg
 
+from sba_store.roles import APP_PASSWORD_ENV, set_app_password
+
 _log = logging.getLogger(__name__)
 
 DATABASE_URL_ENV: Final = "DATABASE_URL"
@@ -123,17 +125,30 @@ async def apply_migrations(
         await conn.execute("select pg_advisory_unlock($1)", _LOCK_KEY)
 
 
-async def migrate_dsn(dsn: str, directory: Path | None = None) -> list[Migration]:
-    """Connect to `dsn`, apply the pending migrations and disconnect."""
+async def migrate_dsn(
+    dsn: str, directory: Path | None = None, *, app_password: str | None = None
+) -> list[Migration]:
+    """Connect to `dsn` (the owner), apply the pending migrations and disconnect.
+
+    With `app_password`, also set the password of the application role sba_app
+    (every time, so rotating it is re-running migrate).
+    """
     conn = await asyncpg.connect(dsn)
     try:
-        return await apply_migrations(conn, directory)
+        done = await apply_migrations(conn, directory)
+        if app_password:
+            await set_app_password(conn, app_password)
+        return done
     finally:
         await conn.close()
 
 
 def run() -> int:
-    """`sba-agentic migrate`: apply migrations to the database in DATABASE_URL."""
+    """`sba-agentic migrate`: apply migrations to the database in DATABASE_URL.
+
+    DATABASE_URL here is the owner's; SBA_APP_DB_PASSWORD, when set, becomes
+    sba_app's password (the API and operator connect as sba_app).
+    """
     import asyncio
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -142,7 +157,7 @@ def run() -> int:
         print(f"error: {DATABASE_URL_ENV} is not set (postgresql://...)", file=sys.stderr)
         return 2
     try:
-        done = asyncio.run(migrate_dsn(dsn))
+        done = asyncio.run(migrate_dsn(dsn, app_password=os.environ.get(APP_PASSWORD_ENV)))
     except (MigrationError, OSError, asyncpg.PostgresError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

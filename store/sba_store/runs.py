@@ -65,42 +65,60 @@ class RunRepository:
         assert row is not None
         return RunRecord(**dict(row))
 
-    async def get(self, run_id: UUID, *, tenant_id: str | None = None) -> RunRecord | None:
-        """The run, optionally only if it belongs to `tenant_id`."""
-        async with transaction(self._pool) as conn:
+    async def get(self, run_id: UUID, *, tenant_id: str) -> RunRecord | None:
+        """The run, only if it belongs to `tenant_id` (None otherwise)."""
+        async with tenant_transaction(self._pool, tenant_id) as conn:
             row = await conn.fetchrow(
-                f"select {_COLUMNS} from runs"
-                " where id = $1 and ($2::text is null or tenant_id = $2)",
+                f"select {_COLUMNS} from runs where id = $1 and tenant_id = $2",
                 run_id,
                 tenant_id,
             )
         return None if row is None else RunRecord(**dict(row))
 
-    async def get_by_name(self, namespace: str, name: str) -> RunRecord | None:
+    async def owner(self, run_id: UUID) -> str | None:
+        """The tenant owning the run, None when there is no such run.
+
+        Goes through the run_owner() SECURITY DEFINER function, which reveals
+        nothing but the tenant id, so a caller can answer "another tenant's run"
+        (403) apart from "no such run" (404) without reading the row.
+        """
         async with transaction(self._pool) as conn:
+            owner: str | None = await conn.fetchval("select run_owner($1)", run_id)
+        return owner
+
+    async def get_by_name(self, namespace: str, name: str, *, tenant_id: str) -> RunRecord | None:
+        async with tenant_transaction(self._pool, tenant_id) as conn:
             row = await conn.fetchrow(
-                f"select {_COLUMNS} from runs where namespace = $1 and name = $2"
+                f"select {_COLUMNS} from runs"
+                " where namespace = $1 and name = $2 and tenant_id = $3"
                 " order by created_at desc limit 1",
                 namespace,
                 name,
+                tenant_id,
             )
         return None if row is None else RunRecord(**dict(row))
 
     async def set_phase(
-        self, run_id: UUID, phase: str, finished_at: datetime | None = None
+        self,
+        run_id: UUID,
+        phase: str,
+        finished_at: datetime | None = None,
+        *,
+        tenant_id: str,
     ) -> RunRecord | None:
-        """Record a phase transition; None when the run is unknown."""
-        async with transaction(self._pool) as conn:
+        """Record a phase transition; None when the tenant has no such run."""
+        async with tenant_transaction(self._pool, tenant_id) as conn:
             row = await conn.fetchrow(
                 f"""
                 update runs
                     set phase = $2, finished_at = coalesce($3, finished_at), updated_at = now()
-                    where id = $1
+                    where id = $1 and tenant_id = $4
                 returning {_COLUMNS}
                 """,
                 run_id,
                 phase,
                 finished_at,
+                tenant_id,
             )
         return None if row is None else RunRecord(**dict(row))
 

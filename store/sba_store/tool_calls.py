@@ -7,7 +7,7 @@ from uuid import UUID
 
 import asyncpg
 
-from sba_store.db import Connection, Pool, tenant_transaction, transaction
+from sba_store.db import Connection, Pool, tenant_transaction
 from sba_store.records import ToolCallRecord
 
 _COLUMNS: Final = (
@@ -50,7 +50,7 @@ class ToolCallRepository:
                 params,
             )
             if row is None:
-                row = await self._fetch(conn, run_id, step_id, attempt)
+                row = await self._fetch(conn, run_id, step_id, attempt, tenant_id)
         assert row is not None
         return ToolCallRecord(**dict(row))
 
@@ -103,52 +103,49 @@ class ToolCallRepository:
                 duration_ms,
             )
             if row is None:  # already finished: keep the first outcome
-                row = await self._fetch(conn, run_id, step_id, attempt)
+                row = await self._fetch(conn, run_id, step_id, attempt, tenant_id)
         assert row is not None
         return ToolCallRecord(**dict(row))
 
     async def get(
-        self, run_id: UUID, step_id: str, attempt: int, *, tenant_id: str | None = None
+        self, run_id: UUID, step_id: str, attempt: int, *, tenant_id: str
     ) -> ToolCallRecord | None:
-        async with transaction(self._pool) as conn:
+        async with tenant_transaction(self._pool, tenant_id) as conn:
             row = await self._fetch(conn, run_id, step_id, attempt, tenant_id)
         return None if row is None else ToolCallRecord(**dict(row))
 
-    async def get_by_id(
-        self, call_id: UUID, *, tenant_id: str | None = None
-    ) -> ToolCallRecord | None:
+    async def get_by_id(self, call_id: UUID, *, tenant_id: str) -> ToolCallRecord | None:
         """Look a call up by id (StepStatus.result_ref)."""
-        async with transaction(self._pool) as conn:
+        async with tenant_transaction(self._pool, tenant_id) as conn:
             row = await conn.fetchrow(
-                f"select {_COLUMNS} from tool_calls"
-                " where id = $1 and ($2::text is null or tenant_id = $2)",
+                f"select {_COLUMNS} from tool_calls where id = $1 and tenant_id = $2",
                 call_id,
                 tenant_id,
             )
         return None if row is None else ToolCallRecord(**dict(row))
 
-    async def latest_successful(self, run_id: UUID) -> dict[str, ToolCallRecord]:
+    async def latest_successful(self, run_id: UUID, *, tenant_id: str) -> dict[str, ToolCallRecord]:
         """For each step of the run, its highest successful attempt."""
-        async with transaction(self._pool) as conn:
+        async with tenant_transaction(self._pool, tenant_id) as conn:
             rows = await conn.fetch(
                 f"""
                 select distinct on (step_id) {_COLUMNS} from tool_calls
-                where run_id = $1 and success
+                where run_id = $1 and tenant_id = $2 and success
                 order by step_id, attempt desc
                 """,
                 run_id,
+                tenant_id,
             )
         return {row["step_id"]: ToolCallRecord(**dict(row)) for row in rows}
 
     @staticmethod
     async def _fetch(
-        conn: Connection, run_id: UUID, step_id: str, attempt: int, tenant_id: str | None = None
+        conn: Connection, run_id: UUID, step_id: str, attempt: int, tenant_id: str
     ) -> asyncpg.Record | None:
         return await conn.fetchrow(
             f"""
             select {_COLUMNS} from tool_calls
-            where run_id = $1 and step_id = $2 and attempt = $3
-              and ($4::text is null or tenant_id = $4)
+            where run_id = $1 and step_id = $2 and attempt = $3 and tenant_id = $4
             """,
             run_id,
             step_id,

@@ -52,7 +52,8 @@ def _wait_phase(
 
 
 def _download(stack: Stack, url: str) -> tuple[str, bytes]:
-    with urllib.request.urlopen(stack.api_url + url, timeout=30) as resp:
+    request = urllib.request.Request(stack.api_url + url, headers=stack.auth())
+    with urllib.request.urlopen(request, timeout=30) as resp:
         return resp.headers["Content-Type"], resp.read()
 
 
@@ -88,7 +89,7 @@ def test_kubectl_run_completes_with_a_document(
 
 
 async def test_api_run_streams_events_in_order(stack: Stack, demo_tenant: str) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=stack.auth()) as session:
         async with session.post(
             f"{stack.api_url}/api/v1/runs",
             json={"tenant": demo_tenant, "prompt": "Summarise our security and data handling."},
@@ -113,7 +114,7 @@ async def test_api_run_streams_events_in_order(stack: Stack, demo_tenant: str) -
         assert body["seq"] == int(event.id or 0)
 
     async with (
-        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(headers=stack.auth()) as session,
         session.get(f"{stack.api_url}/api/v1/runs/{created['id']}") as resp,
     ):
         run = await resp.json()
@@ -124,7 +125,7 @@ async def test_api_run_streams_events_in_order(stack: Stack, demo_tenant: str) -
 async def test_reconnect_with_last_event_id_sees_every_event_once(
     stack: Stack, demo_tenant: str
 ) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=stack.auth()) as session:
         async with session.post(
             f"{stack.api_url}/api/v1/runs",
             json={"tenant": demo_tenant, "prompt": "What is in the onboarding checklist?"},

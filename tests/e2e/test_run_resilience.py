@@ -18,8 +18,8 @@ from tests.fixtures.stack import Stack, wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 
-async def _all_events(url: str) -> list[SseEvent]:
-    async with aiohttp.ClientSession() as session:
+async def _all_events(url: str, headers: dict[str, str]) -> list[SseEvent]:
+    async with aiohttp.ClientSession(headers=headers) as session:
         _, events = await collect(session, url)
     return events
 
@@ -54,7 +54,9 @@ def test_failing_tool_step_fails_the_run_with_the_reason(
             "apply",
             "-f",
             "-",
-            input=_agentrun(name, demo_tenant, "What does express shipping cost?"),
+            input=_agentrun(
+                name, demo_tenant, "What does express shipping cost?", retry={"maxAttempts": 1}
+            ),
         )
         assert applied.returncode == 0, applied.stderr
         run = _wait_phase(kubectl, demo_tenant, name, {"completed", "failed"}, timeout=180)
@@ -62,7 +64,7 @@ def test_failing_tool_step_fails_the_run_with_the_reason(
         stack.api.start()
     status = run["status"]
     assert status["phase"] == "failed"
-    assert status["reason"] == "StepFailed"
+    assert status["reason"] == "StepDeadLettered"  # a transient failure, no attempt left
     first = status["steps"][0]
     assert first["phase"] == "failed"
     assert first["id"] in status["message"]
@@ -113,7 +115,7 @@ def test_operator_killed_mid_run_neither_loses_nor_repeats_a_step(
     assert len(jobs) == len(status["steps"]), [j["metadata"]["name"] for j in jobs]
 
     events = asyncio.run(
-        _all_events(f"{stack.api_url}/api/v1/runs/{run['metadata']['uid']}/events")
+        _all_events(f"{stack.api_url}/api/v1/runs/{run['metadata']['uid']}/events", stack.auth())
     )
     types = [e.event for e in events]
     assert types.count("step_started") == 2, types

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 
 from sba_api.app import create_app
 from sba_api.settings import (
+    AuthSettings,
     DatabaseSettings,
     GatewaySettings,
     KubernetesSettings,
@@ -32,6 +33,7 @@ from sba_api.settings import (
     Settings,
     SseSettings,
 )
+from sba_core.auth.dev_tokens import mint_dev_token
 from sba_core.group import AGENTRUN_PLURAL, GROUP, LABEL_TENANT, VERSION
 from sba_core.step_token import StepClaims, mint_step_token
 from sba_store import eventbus
@@ -47,6 +49,7 @@ pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET = "integration-step-token-secret-0123456789"
+JWT_SECRET = "integration-jwt-secret-0123456789abcdef"
 HEARTBEAT = 0.5
 
 Client = TestClient[web.Request, web.Application]
@@ -80,19 +83,29 @@ def tenant(kube_api: client.ApiClient, crds: None) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def api_settings(postgres_dsn: str, redis_url: str, kubeconfig: Path) -> Settings:
+def api_settings(app_dsn: str, redis_url: str, kubeconfig: Path) -> Settings:
     return Settings(
-        database=DatabaseSettings(url=postgres_dsn),
+        database=DatabaseSettings(url=app_dsn),
         redis=RedisSettings(url=redis_url),
         kubernetes=KubernetesSettings(kubeconfig=kubeconfig),
         gateway=GatewaySettings(step_token_secret=SECRET),
         sse=SseSettings(heartbeat_seconds=HEARTBEAT, retry_ms=1500, batch_size=100),
+        auth=AuthSettings(hs256_secret=JWT_SECRET),
     )
 
 
+def _bearer(
+    tenant: str, user: str = "it-user", roles: tuple[str, ...] = ("member",)
+) -> dict[str, str]:
+    """An access token for `tenant` (the `api` client sends one for the session's tenant)."""
+    token = mint_dev_token(JWT_SECRET, tenant=tenant, user=user, roles=roles)
+    return {"Authorization": f"Bearer {token}"}
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def api(api_settings: Settings, crds: None) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(create_app(api_settings))) as test_client:
+async def api(api_settings: Settings, crds: None, tenant: str) -> AsyncIterator[Client]:
+    server = TestServer(create_app(api_settings))
+    async with TestClient(server, headers=_bearer(tenant)) as test_client:
         yield test_client
 
 
@@ -108,9 +121,11 @@ def custom(kube_api: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(kube_api)
 
 
-async def _create_run(api: Client, tenant: str, **extra: Any) -> dict[str, Any]:
+async def _create_run(
+    api: Client, tenant: str, headers: dict[str, str] | None = None, **extra: Any
+) -> dict[str, Any]:
     resp = await api.post(
-        "/api/v1/runs", json={"tenant": tenant, "prompt": "What is SBA?", **extra}
+        "/api/v1/runs", json={"tenant": tenant, "prompt": "What is SBA?", **extra}, headers=headers
     )
     body = await resp.json()
     assert resp.status == 201, body
@@ -198,8 +213,8 @@ async def test_create_run_creates_the_agentrun(
 ) -> None:
     resp = await api.post(
         "/api/v1/runs",
-        json={"tenant": tenant, "prompt": "Summarise the handbook.", "user": "alice"},
-        headers={"X-Request-ID": "create-1"},
+        json={"tenant": tenant, "prompt": "Summarise the handbook.", "user": "mallory"},
+        headers={"X-Request-ID": "create-1", **_bearer(tenant, user="alice")},
     )
     body = await resp.json()
     assert resp.status == 201, body
@@ -219,13 +234,13 @@ async def test_create_run_creates_the_agentrun(
     assert obj["metadata"]["uid"] == run_id
     assert obj["metadata"]["labels"][LABEL_TENANT] == tenant
     assert obj["spec"]["prompt"] == "Summarise the handbook."
-    assert obj["spec"]["user"] == "alice"
+    assert obj["spec"]["user"] == "alice"  # the token's subject, not the body's claim
 
     audit = await AuditRepository(pg_pool).list_for_tenant(tenant)
     entry = next(a for a in audit if a.payload.get("runId") == run_id)
     assert (entry.action, entry.actor, entry.request_id) == ("run.create", "alice", "create-1")
 
-    record = await RunRepository(pg_pool).get(uuid.UUID(run_id))
+    record = await RunRepository(pg_pool).get(uuid.UUID(run_id), tenant_id=tenant)
     assert record is not None
     assert (record.namespace, record.name, record.tenant_id) == (
         body["namespace"],
@@ -284,6 +299,9 @@ async def test_explicit_plan_with_unknown_tool_or_bad_params_is_400(
 
 async def test_unknown_tenant_is_404(api: Client) -> None:
     resp = await api.post("/api/v1/runs", json={"tenant": "no-such-tenant", "prompt": "x"})
+    assert resp.status == 403  # not the caller's tenant
+    _error(await resp.json(), "tenant_forbidden")
+    resp = await api.post("/api/v1/runs", json={"prompt": "x"}, headers=_bearer("no-such-tenant"))
     assert resp.status == 404
     _error(await resp.json(), "tenant_not_found")
 
@@ -341,17 +359,18 @@ async def test_list_runs_is_paginated_newest_first(api: Client, kube_api: client
     name = f"ls{uuid.uuid4().hex[:6]}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=f"tenant-{name}")))
     try:
-        ids = [(await _create_run(api, name))["id"] for _ in range(3)]
-        resp = await api.get(f"/api/v1/runs?tenant={name}&limit=2")
+        auth = _bearer(name)
+        ids = [(await _create_run(api, name, auth))["id"] for _ in range(3)]
+        resp = await api.get(f"/api/v1/runs?tenant={name}&limit=2", headers=auth)
         page1 = await resp.json()
         assert resp.status == 200, page1
         assert [item["id"] for item in page1["items"]] == ids[::-1][:2]
         assert page1["nextCursor"]
-        resp = await api.get(f"/api/v1/runs?tenant={name}&limit=2&cursor={page1['nextCursor']}")
+        resp = await api.get(f"/api/v1/runs?limit=2&cursor={page1['nextCursor']}", headers=auth)
         page2 = await resp.json()
         assert [item["id"] for item in page2["items"]] == ids[:1]
         assert page2["nextCursor"] is None
-        resp = await api.get(f"/api/v1/runs?tenant={name}&cursor=garbage")
+        resp = await api.get(f"/api/v1/runs?tenant={name}&cursor=garbage", headers=auth)
         assert resp.status == 400
         _error(await resp.json(), "invalid_cursor")
     finally:
@@ -502,6 +521,12 @@ async def test_knowledge_ingest_and_search(api: Client, tenant: str) -> None:
     resp = await api.post(
         "/api/v1/knowledge/search", json={"tenant": "someone-else", "query": "heliotrope"}
     )
+    assert resp.status == 403
+    resp = await api.post(
+        "/api/v1/knowledge/search",
+        json={"query": "heliotrope"},
+        headers=_bearer("someone-else", roles=("viewer",)),
+    )
     assert (await resp.json())["hits"] == []
 
 
@@ -608,6 +633,8 @@ async def test_gateway_step_round_trip(api: Client, tenant: str, pg_pool: Pool) 
         "tool": "knowledge.search",
         "params": search_params,
         "inputs": {},
+        "idempotencyKey": f"{run['id']}:search",
+        "config": {"egressAllowlist": [], "crmUrl": None},
     }
 
     resp = await api.post(
@@ -628,7 +655,7 @@ async def test_gateway_step_round_trip(api: Client, tenant: str, pg_pool: Pool) 
         "/internal/v1/step/result", json={"success": False, "error": "late"}, headers=search_token
     )
     assert await resp.json() == recorded
-    stored = await calls.get(run_uuid, "search", 1)
+    stored = await calls.get(run_uuid, "search", 1, tenant_id=tenant)
     assert stored is not None
     assert stored.success is True
     assert stored.result["hits"][0]["title"] == "Zephyr guide"
@@ -700,7 +727,7 @@ async def test_gateway_step_round_trip(api: Client, tenant: str, pg_pool: Pool) 
     assert resp.status == 422
     error = _error(await resp.json(), "result_contract_violation")
     assert "artifactId" in error["message"] or "artifact_id" in error["message"]
-    stored = await calls.get(run_uuid, "render", 1)
+    stored = await calls.get(run_uuid, "render", 1, tenant_id=tenant)
     assert stored is not None
     assert stored.success is False
     resp = await api.post(
@@ -732,19 +759,18 @@ async def test_readyz(api: Client) -> None:
     assert body == {"status": "ok", "checks": {"postgres": "ok", "redis": "ok"}}
 
 
-async def test_api_process_starts_and_stops(
-    postgres_dsn: str, redis_url: str, kubeconfig: Path
-) -> None:
+async def test_api_process_starts_and_stops(app_dsn: str, redis_url: str, kubeconfig: Path) -> None:
     """`python -m sba_api` (what `sba-agentic api` runs) serves and exits cleanly on SIGTERM."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {
         **os.environ,
-        "DATABASE_URL": postgres_dsn,
+        "DATABASE_URL": app_dsn,
         "REDIS_URL": redis_url,
         "KUBECONFIG": str(kubeconfig),
         "SBA_STEP_TOKEN_SECRET": SECRET,
+        "SBA_JWT_HS256_SECRET": JWT_SECRET,
         "SBA_API_HOST": "127.0.0.1",
         "SBA_API_PORT": str(port),
     }

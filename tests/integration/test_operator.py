@@ -106,10 +106,10 @@ def prepared(
     crds_installed: None,
     node_agent: Any,
     kubeconfig: Path,
-    postgres_dsn: str,
+    app_dsn: str,
     redis_url: str,
 ) -> dict[str, Any]:
-    return {"kubeconfig": kubeconfig, "dsn": postgres_dsn, "redis_url": redis_url}
+    return {"kubeconfig": kubeconfig, "dsn": app_dsn, "redis_url": redis_url}
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -195,9 +195,11 @@ class TestWithoutGateway:
         self, tenant: str, operator: Service, kubectl: Kubectl, repos: dict[str, Any]
     ) -> None:
         plan = [{"id": "lookup", "tool": "knowledge.search", "params": {"query": "refunds"}}]
-        apply(kubectl, run_manifest("unreachable", tenant, NAMESPACE, plan=plan))
+        # One attempt: the transient failure (exit 1) exhausts the retries at once.
+        one = {"maxAttempts": 1}
+        apply(kubectl, run_manifest("unreachable", tenant, NAMESPACE, plan=plan, retry=one))
         status = wait_for_phase(kubectl, "unreachable", {"failed"}, operator, timeout=180)
-        assert status["reason"] == "StepFailed", status
+        assert status["reason"] == "StepDeadLettered", status
         assert "'lookup'" in status["message"]
         (step,) = status["steps"]
         assert step["phase"] == "failed"
@@ -215,10 +217,10 @@ class TestWithoutGateway:
         assert job["metadata"]["labels"]["sba-agentic.io/run-uid"] == run_uid
         assert job["metadata"]["ownerReferences"][0]["uid"] == run_uid
         # The attempt was recorded before its Job was created; its events are in Postgres.
-        call = await repos["tool_calls"].get(uuid.UUID(run_uid), "lookup", 1)
+        call = await repos["tool_calls"].get(uuid.UUID(run_uid), "lookup", 1, tenant_id=tenant)
         assert call is not None
         assert call.tool == "knowledge.search"
-        events = await repos["events"].list_after(uuid.UUID(run_uid))
+        events = await repos["events"].list_after(uuid.UUID(run_uid), tenant_id=tenant)
         keys = [e.dedupe_key for e in events]
         assert keys[0] == "phase:pending"
         assert "step:lookup:1:started" in keys
@@ -237,10 +239,11 @@ class TestWithoutGateway:
     ) -> None:
         operator.kill()  # as a crash would
         plan = [{"id": "later", "tool": "knowledge.search", "params": {"query": "x"}}]
-        apply(kubectl, run_manifest("while-down", tenant, NAMESPACE, plan=plan))
+        one = {"maxAttempts": 1}
+        apply(kubectl, run_manifest("while-down", tenant, NAMESPACE, plan=plan, retry=one))
         operator.start()
         status = wait_for_phase(kubectl, "while-down", {"failed"}, operator, timeout=180)
-        assert status["reason"] == "StepFailed"
+        assert status["reason"] == "StepDeadLettered"
         assert status["steps"][0]["attempts"] == 1
         jobs = get_json(kubectl, "jobs", "-n", NAMESPACE, "-l", "sba-agentic.io/step=later")
         assert jobs is not None
@@ -277,6 +280,7 @@ def test_run_completes(
         "SBA_API_HOST": "127.0.0.1",
         "SBA_API_PORT": str(port),
         "SBA_PUBLIC_URL": api_url,
+        "SBA_JWT_HS256_SECRET": secrets.token_urlsafe(48),  # the API refuses to start without
     }
     logs = tmp_path_factory.mktemp("happy")
     api = Service("api", env, logs / "api.log", ready=http_ok(f"{api_url}/readyz")).start()

@@ -79,7 +79,7 @@ async def test_run_upsert_get_and_list(pg_pool: Pool) -> None:
     assert first.phase == "pending"
     assert first.spec["tenant"] == tenant
     # Upsert again without a phase keeps the stored one; with a phase updates it.
-    await runs.set_phase(first.id, "executing")
+    await runs.set_phase(first.id, "executing", tenant_id=tenant)
     again = await runs.upsert(
         run_id=first.id,
         tenant_id=tenant,
@@ -90,7 +90,7 @@ async def test_run_upsert_get_and_list(pg_pool: Pool) -> None:
     )
     assert again.phase == "executing"
     assert again.updated_at >= first.updated_at
-    assert await runs.get_by_name(first.namespace, first.name) == again
+    assert await runs.get_by_name(first.namespace, first.name, tenant_id=tenant) == again
     assert await runs.get(first.id, tenant_id="someone-else") is None
 
     # The same name re-created (a new uid) is a new run; the name now finds it.
@@ -103,8 +103,13 @@ async def test_run_upsert_get_and_list(pg_pool: Pool) -> None:
         spec={},
     )
     assert successor.id != first.id
-    assert await runs.get_by_name(first.namespace, first.name) == successor
-    assert await runs.get(first.id) is not None
+    assert await runs.get_by_name(first.namespace, first.name, tenant_id=tenant) == successor
+    assert await runs.get_by_name(first.namespace, first.name, tenant_id="someone-else") is None
+    assert await runs.get(first.id, tenant_id=tenant) is not None
+    # owner() names the tenant of any run, and nobody for a run that does not exist.
+    assert await runs.owner(first.id) == tenant
+    assert await runs.owner(uuid.uuid4()) is None
+    assert await runs.set_phase(first.id, "failed", tenant_id="someone-else") is None
 
     later = [await _new_run(pg_pool, tenant) for _ in range(4)]
     page1 = await runs.list_for_tenant(tenant, limit=3)
@@ -130,11 +135,14 @@ async def test_event_append_assigns_gapless_seq_and_dedupes(pg_pool: Pool) -> No
     mixed = [NewEvent("k4", "x"), NewEvent("k5", "run.done"), NewEvent("k5", "run.done")]
     new = await events.append(run.id, run.tenant_id, mixed)
     assert [(event.seq, event.dedupe_key) for event in new] == [(6, "k5")]
-    assert await events.last_seq(run.id) == 6
+    assert await events.last_seq(run.id, tenant_id=run.tenant_id) == 6
+    assert await events.last_seq(run.id, tenant_id="other") == 0
 
-    after = await events.list_after(run.id, after_seq=3)
+    after = await events.list_after(run.id, after_seq=3, tenant_id=run.tenant_id)
     assert [event.seq for event in after] == [4, 5, 6]
-    assert [event.seq for event in await events.list_after(run.id, 0, limit=2)] == [1, 2]
+    assert [
+        event.seq for event in await events.list_after(run.id, 0, limit=2, tenant_id=run.tenant_id)
+    ] == [1, 2]
     assert await events.list_after(run.id, 0, tenant_id="other") == []
 
 
@@ -148,10 +156,10 @@ async def test_concurrent_appends_give_a_gapless_sequence(pg_pool: Pool) -> None
             await events.append(run.id, run.tenant_id, batch)
 
     await asyncio.gather(*(writer(w) for w in range(6)))
-    stored = await events.list_after(run.id, 0, limit=1000)
+    stored = await events.list_after(run.id, 0, limit=1000, tenant_id=run.tenant_id)
     assert [event.seq for event in stored] == list(range(1, 121))
     assert len({event.dedupe_key for event in stored}) == 120
-    assert await events.last_seq(run.id) == 120
+    assert await events.last_seq(run.id, tenant_id=run.tenant_id) == 120
 
 
 # -- tool calls -------------------------------------------------------------------
@@ -188,10 +196,14 @@ async def test_tool_call_results_are_idempotent(pg_pool: Pool) -> None:
     )
     assert ok.result == {"hits": [1, 2]}
     assert ok.finished_at is not None
-    assert await calls.get(run.id, "search", 2) == ok
-    assert await calls.get_by_id(ok.id) == ok
-    assert await calls.get(run.id, "search", 3) is None
-    latest = await calls.latest_successful(run.id)
+    tenant = run.tenant_id
+    assert await calls.get(run.id, "search", 2, tenant_id=tenant) == ok
+    assert await calls.get(run.id, "search", 2, tenant_id="other") is None
+    assert await calls.get_by_id(ok.id, tenant_id=tenant) == ok
+    assert await calls.get_by_id(ok.id, tenant_id="other") is None
+    assert await calls.get(run.id, "search", 3, tenant_id=tenant) is None
+    assert await calls.latest_successful(run.id, tenant_id="other") == {}
+    latest = await calls.latest_successful(run.id, tenant_id=tenant)
     assert list(latest) == ["search"]
     assert latest["search"].attempt == 2
 
@@ -213,16 +225,17 @@ async def test_artifacts_round_trip(pg_pool: Pool) -> None:
     )
     assert record.sha256 == hashlib.sha256(content).hexdigest()
     assert record.size_bytes == len(content)
-    fetched = await artifacts.get(record.id)
+    fetched = await artifacts.get(record.id, tenant_id=run.tenant_id)
     assert fetched == (record, content)
     assert await artifacts.get(record.id, tenant_id="other") is None
-    assert await artifacts.list_for_run(run.id) == [record]
+    assert await artifacts.list_for_run(run.id, tenant_id=run.tenant_id) == [record]
+    assert await artifacts.list_for_run(run.id, tenant_id="other") == []
 
 
 # -- audit log --------------------------------------------------------------------
 
 
-async def test_audit_log_is_append_only(pg_pool: Pool) -> None:
+async def test_audit_log_is_append_only(pg_pool: Pool, owner_pool: Pool) -> None:
     audit = AuditRepository(pg_pool)
     entry = await audit.append(
         tenant_id="acme",
@@ -233,7 +246,9 @@ async def test_audit_log_is_append_only(pg_pool: Pool) -> None:
         payload={"ip": "10.0.0.1"},
     )
     assert entry.payload == {"ip": "10.0.0.1"}
-    async with pg_pool.acquire() as conn:
+    # Even the owner (a superuser here) is refused by the trigger; sba_app has no
+    # UPDATE/DELETE/TRUNCATE grant at all (tests/integration/test_rls.py).
+    async with owner_pool.acquire() as conn:
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
             await conn.execute("update audit_log set actor = 'mallory' where id = $1", entry.id)
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):

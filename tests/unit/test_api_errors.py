@@ -17,14 +17,22 @@ from sba_api.logs import JsonFormatter
 from sba_api.services.gateway import GatewayService
 from sba_api.services.runs import RunService
 from sba_api.services.system import SystemService
-from sba_api.settings import HttpSettings, Settings
+from sba_api.settings import AuthSettings, HttpSettings, Settings
+from sba_core.auth.dev_tokens import mint_dev_token
 from sba_core.tools.registry import builtin_registry
 
 SECRET = "unit-test-secret-0123456789"
+JWT_SECRET = "unit-test-jwt-secret-0123456789abcdef"
+MEMBER = {
+    "Authorization": "Bearer "
+    + mint_dev_token(JWT_SECRET, tenant="acme", user="ann", roles=["member"])
+}
 
 
 def _settings() -> Settings:
-    return Settings(http=HttpSettings(max_body_bytes=4096))
+    return Settings(
+        http=HttpSettings(max_body_bytes=4096), auth=AuthSettings(hs256_secret=JWT_SECRET)
+    )
 
 
 def _services() -> Services:
@@ -37,6 +45,9 @@ def _services() -> Services:
         knowledge=nothing,
         gateway=GatewayService(SECRET, nothing, registry, nothing, nothing),
         system=SystemService(nothing, nothing, registry),
+        tenants=nothing,
+        audit=nothing,
+        stream_tokens=nothing,
     )
 
 
@@ -48,7 +59,7 @@ async def _boom(request: web.Request) -> web.Response:
 async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
     app = create_app(_settings(), services=_services())
     app.router.add_get("/boom", _boom)
-    async with TestClient(TestServer(app)) as test_client:
+    async with TestClient(TestServer(app), headers=MEMBER) as test_client:
         yield test_client
 
 
@@ -181,8 +192,8 @@ async def test_body_over_the_limit_is_413(client: TestClient[Any, Any]) -> None:
     assert resp.status == 413
 
 
-async def test_list_runs_needs_a_tenant(client: TestClient[Any, Any]) -> None:
-    resp = await client.get("/api/v1/runs?limit=1000")
+async def test_list_runs_query_is_validated(client: TestClient[Any, Any]) -> None:
+    resp = await client.get("/api/v1/runs?limit=1000&tenant=Not%20A%20Label")
     assert resp.status == 400
     error = _assert_error_shape(await resp.json(), "validation_error")
     assert {d["loc"] for d in error["details"]} == {"tenant", "limit"}
@@ -201,7 +212,10 @@ async def test_tools_catalog(client: TestClient[Any, Any]) -> None:
     resp = await client.get("/api/v1/tools")
     assert resp.status == 200
     names = [tool["name"] for tool in (await resp.json())["items"]]
-    assert names == ["knowledge.search", "render.document"]
+    assert names == sorted(names)
+    assert {"knowledge.search", "render.document", "task.create", "crm.sync", "http.fetch"} <= set(
+        names
+    )
 
 
 async def test_metrics_count_requests_by_route(client: TestClient[Any, Any]) -> None:

@@ -46,12 +46,12 @@ def test_every_route_is_documented() -> None:
 def test_components_hold_the_models_and_refs_resolve() -> None:
     doc = _doc()
     schemas = doc["components"]["schemas"]
-    for name in ("AgentRunSpec", "RunCreated", "RunView", "RunList", "ErrorBody", "StepResultIn"):
+    for name in ("RunRequest", "RunCreated", "RunView", "RunList", "ErrorBody", "StepResultIn"):
         assert any(key == name or key.startswith(f"{name}-") for key in schemas), name
     for ref in _refs(doc):
         assert ref.startswith("#/components/schemas/")
         assert ref.rsplit("/", 1)[1] in schemas, ref
-    spec = next(v for k, v in schemas.items() if k.startswith("AgentRunSpec"))
+    spec = next(v for k, v in schemas.items() if k.startswith("RunRequest"))
     assert {"tenant", "prompt"} <= set(spec["required"])
     assert "options" in spec["properties"]
     error = schemas["ErrorInfo"]
@@ -62,14 +62,14 @@ def test_routes_reference_their_models() -> None:
     doc = _doc()
     create = doc["paths"]["/api/v1/runs"]["post"]
     assert create["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
-        "AgentRunSpec"
-    ) or "AgentRunSpec" in str(create["requestBody"])
+        "RunRequest"
+    ) or "RunRequest" in str(create["requestBody"])
     assert "RunCreated" in str(create["responses"]["201"])
     assert "ErrorBody" in str(create["responses"]["400"])
     assert "ErrorBody" in str(create["responses"]["500"])
     listing = doc["paths"]["/api/v1/runs"]["get"]
     params = {p["name"]: p for p in listing["parameters"]}
-    assert params["tenant"]["required"] is True
+    assert params["tenant"]["required"] is False  # the caller's tenant by default
     assert params["limit"]["required"] is False
     events = doc["paths"]["/api/v1/runs/{run_id}/events"]["get"]
     assert "text/event-stream" in events["responses"]["200"]["content"]
@@ -91,3 +91,26 @@ async def test_openapi_is_served() -> None:
         doc = await resp.json()
         assert "/api/v1/runs" in doc["paths"]
         assert resp.headers["X-Request-ID"]
+
+
+def test_bearer_routes_declare_security_permission_and_auth_errors() -> None:
+    doc = _doc()
+    assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    by_op = {op["operationId"]: op for ops in doc["paths"].values() for op in ops.values()}
+    for route in ROUTES:
+        op = by_op[route.operation_id]
+        if route.public:
+            assert op["security"] == []
+            continue
+        if route.step_token:
+            assert op["security"] == [{"stepToken": []}]
+            continue
+        assert route.permission is not None, route.path
+        assert {"bearerAuth": []} in op["security"]
+        assert op["x-permission"] == route.permission.value
+        assert {"401", "403", "429"} <= set(op["responses"])
+        assert "Retry-After" in op["responses"]["429"]["headers"]
+    events = by_op["streamRunEvents"]
+    assert {"streamToken": []} in events["security"]
+    assert by_op["createRun"]["x-permission"] == "runs:create"
+    assert by_op["createTenant"]["x-permission"] == "tenants:admin"

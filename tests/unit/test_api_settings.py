@@ -12,6 +12,7 @@ BASE = {
     "DATABASE_URL": "postgresql://u@db/sba",
     "REDIS_URL": "redis://redis:6379/0",
     "SBA_STEP_TOKEN_SECRET": "s" * 32,
+    "SBA_JWT_HS256_SECRET": "j" * 32,
 }
 
 

@@ -24,12 +24,10 @@ from sba_operator.reconcile import (
     build_job,
     build_step_secret,
     decide_run,
-    decide_tenant,
     job_name,
     observe_job,
 )
 from sba_operator.reconcile.jobs import labels_match, step_labels
-from sba_operator.reconcile.tenants import namespace_patch
 from sba_operator.settings import Settings, ToolSettings
 
 UID = "0b6a6f3e-1a2b-4c3d-8e9f-0123456789ab"
@@ -243,7 +241,9 @@ def test_last_step_completes_the_run_with_its_result() -> None:
 
 
 def test_failed_job_fails_the_step_and_the_run_with_a_reason() -> None:
-    run = applied(agentrun(), decide(agentrun()))
+    # One attempt allowed: the transient failure exhausts the retries (dead-lettered).
+    spec = {"tenant": "acme", "prompt": "What is the refund policy?", "retry": {"maxAttempts": 1}}
+    run = applied(agentrun(spec), decide(agentrun(spec)))
     job = ours(
         "report-search-a1",
         "search",
@@ -259,12 +259,17 @@ def test_failed_job_fails_the_step_and_the_run_with_a_reason() -> None:
     assert step.phase is StepPhase.FAILED
     assert step.error == "BackoffLimitExceeded: gateway unreachable: connection refused"
     assert s.phase is RunPhase.FAILED
-    assert s.reason == "StepFailed"
+    assert s.reason == "StepDeadLettered"
     assert s.message is not None
     assert "'search'" in s.message
     assert "connection refused" in s.message
     assert s.steps[1].phase is StepPhase.PENDING
-    assert [e.dedupe_key for e in d.events] == ["step:search:1:failed", "phase:failed"]
+    assert [e.dedupe_key for e in d.events] == [
+        "step:search:1:failed",
+        "step:search:dead_lettered",
+        "phase:failed",
+    ]
+    assert [(x.step_id, x.attempts) for x in d.dead_letters] == [("search", 1)]
     assert d.start_steps == ()
     assert {c.type: c.status for c in s.conditions}["Succeeded"] == "False"
     assert any(k.type == "Warning" for k in d.kube_events)
@@ -302,18 +307,18 @@ def test_invalid_spec_fails_the_run_without_crashing() -> None:
 
 
 @pytest.mark.parametrize(
-    ("namespace", "tenant", "needle"),
+    ("namespace", "tenant", "reason", "needle"),
     [
-        ("tenant-other", ACME, "must live in namespace 'tenant-acme'"),
-        ("tenant-acme", None, "does not exist"),
+        ("tenant-other", ACME, "TenantMismatch", "must live in namespace 'tenant-acme'"),
+        ("tenant-acme", None, "TenantNotFound", "does not exist"),
     ],
 )
 def test_tenant_mismatch_fails_the_run(
-    namespace: str, tenant: TenantView | None, needle: str
+    namespace: str, tenant: TenantView | None, reason: str, needle: str
 ) -> None:
     d = decide(agentrun(namespace=namespace), tenant=tenant)
     assert d.status.phase is RunPhase.FAILED
-    assert d.status.reason == "TenantMismatch"
+    assert d.status.reason == reason
     assert d.status.message
     assert needle in d.status.message
 
@@ -322,8 +327,8 @@ def test_suspended_tenant_and_disallowed_tools_fail_the_run() -> None:
     d = decide(agentrun(), tenant=TenantView(name="acme", suspended=True))
     assert d.status.reason == "TenantSuspended"
     d = decide(agentrun(), tenant=TenantView(name="acme", allowed_tools=("knowledge.search",)))
-    assert d.status.reason == "PlanningFailed"
-    assert {c.type: c.status for c in d.status.conditions}["Planned"] == "False"
+    assert d.status.reason == "ToolNotAllowed"  # refused at admission (reconcile/admission.py)
+    assert d.status.phase is RunPhase.FAILED
 
 
 def test_planning_error_fails_the_run() -> None:
@@ -558,39 +563,7 @@ def test_observe_job_reads_conditions_and_termination_message() -> None:
 # -- tenants ----------------------------------------------------------------------------------
 
 
-def test_tenant_gets_a_restricted_namespace_and_ready_status() -> None:
-    tenant = {
-        "metadata": {"name": "acme", "uid": "t-uid", "generation": 1},
-        "spec": {"displayName": "Acme"},
-    }
-    d = decide_tenant(tenant, None, T0)
-    assert d.create_namespace is not None
-    meta = d.create_namespace["metadata"]
-    assert meta["name"] == "tenant-acme"
-    assert meta["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    assert meta["labels"][group.LABEL_TENANT] == "acme"
-    assert meta["ownerReferences"][0] == {
-        "apiVersion": group.API_VERSION,
-        "kind": "Tenant",
-        "name": "acme",
-        "uid": "t-uid",
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-    assert d.status.phase == "ready"
-    assert d.status.namespace == "tenant-acme"
-    # With the namespace in place and status written, nothing more to do.
-    again = decide_tenant({**tenant, "status": d.status.wire()}, d.create_namespace, T0)
-    assert again.create_namespace is None
-    assert again.namespace_patch is None
-    assert not again.status_changed
-
-
-def test_foreign_namespace_is_labelled_but_not_adopted() -> None:
-    patch = namespace_patch("acme", "t-uid", {"metadata": {"name": "tenant-acme"}})
-    assert patch is not None
-    assert "ownerReferences" not in patch["metadata"]
-    assert patch["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+# (Tenant provisioning: tests/unit/test_tenant_provisioning.py)
 
 
 # -- summaries --------------------------------------------------------------------------------

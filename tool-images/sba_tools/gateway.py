@@ -19,7 +19,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from sba_core.tools.contracts import KnowledgeSearchParams, KnowledgeSearchResult
+from sba_core.tools.contracts import (
+    KnowledgeSearchParams,
+    KnowledgeSearchResult,
+    StepConfig,
+    TaskFields,
+)
 from sba_tools.errors import GatewayError, status_is_retryable
 from sba_tools.jsonlog import JsonLogger
 
@@ -27,6 +32,7 @@ STEP_PATH = "/internal/v1/step"
 SEARCH_PATH = "/internal/v1/knowledge/search"
 ARTIFACTS_PATH = "/internal/v1/artifacts"
 RESULT_PATH = "/internal/v1/step/result"
+TASKS_PATH = "/internal/v1/tasks"
 
 USER_AGENT = "sba-tool/0.1"
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.2, 0.6)
@@ -46,6 +52,14 @@ class StepEnvelope(BaseModel):
     tool: str
     params: dict[str, Any] = Field(default_factory=dict)
     inputs: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str | None = None
+    """<run-id>:<step-id>: the same for every attempt; side effects carry it."""
+    config: StepConfig = Field(default_factory=StepConfig)
+
+    @property
+    def step_key(self) -> str:
+        """The idempotency key, derived when an older gateway did not send one."""
+        return self.idempotency_key or f"{self.run_id}:{self.step_id}"
 
 
 class ArtifactRecord(BaseModel):
@@ -58,6 +72,20 @@ class ArtifactRecord(BaseModel):
     content_type: str
     size_bytes: int
     sha256: str
+
+
+class TaskReceipt(BaseModel):
+    """What ``POST /internal/v1/tasks`` returns (the fields the tool needs)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    task_id: str
+    created: bool
+    idempotency_key: str
+    title: str
+    description: str | None = None
+    due_date: str | None = None
+    assignee: str | None = None
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -143,6 +171,17 @@ class GatewayClient:
                 f"malformed artifact record from gateway: {_shorten(str(exc))}",
                 status=None,
                 retryable=False,
+            ) from exc
+
+    def create_task(self, fields: TaskFields) -> TaskReceipt:
+        """Create the step's task; a replay (any later attempt) returns the same task."""
+        # Idempotent server-side (keyed on the step), so a retry after a lost answer is safe.
+        body = self._call_json("POST", TASKS_PATH, payload=fields.wire(), idempotent=True)
+        try:
+            return TaskReceipt.model_validate(body)
+        except ValidationError as exc:
+            raise GatewayError(
+                f"malformed task from gateway: {_shorten(str(exc))}", status=None, retryable=False
             ) from exc
 
     def post_result(

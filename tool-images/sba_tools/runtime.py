@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from sba_core.tools.registry import ToolContractError, builtin_registry
+from sba_tools.egress import SafeHttpClient
 from sba_tools.errors import GatewayError, StepFailure
 from sba_tools.gateway import GatewayClient, StepEnvelope
 from sba_tools.jsonlog import JsonLogger
@@ -94,10 +95,19 @@ def _fail(error: str, *, retryable: bool, **extra: Any) -> _Outcome:
 
 
 class StepRunner:
-    def __init__(self, settings: RuntimeSettings, log: JsonLogger, gateway: GatewayClient) -> None:
+    def __init__(
+        self,
+        settings: RuntimeSettings,
+        log: JsonLogger,
+        gateway: GatewayClient,
+        *,
+        http: SafeHttpClient | None = None,
+    ) -> None:
         self.settings = settings
         self.log = log
         self.gateway = gateway
+        # The production client (public addresses only) unless a test injects another.
+        self.http = http if http is not None else SafeHttpClient()
 
     def run(self) -> _Outcome:
         try:
@@ -127,7 +137,7 @@ class StepRunner:
         except ToolContractError as exc:
             self._report_permanent(step, str(exc))
 
-        ctx = ToolContext(gateway=self.gateway, step=step, now=_now, log=self.log)
+        ctx = ToolContext(gateway=self.gateway, step=step, now=_now, log=self.log, http=self.http)
         try:
             produced = impl.invoke(ctx, params)
             result = spec.validate_result(produced.model_dump(mode="json", by_alias=True))

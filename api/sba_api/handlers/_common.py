@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -13,10 +14,12 @@ from sba_api.errors import (
     InvalidJson,
     PayloadTooLarge,
     UnsupportedMediaType,
+    ValidationFailed,
     from_validation_error,
 )
-from sba_api.keys import SERVICES, SETTINGS, Services
+from sba_api.keys import PRINCIPAL, SERVICES, SETTINGS, Services
 from sba_api.settings import Settings
+from sba_core.auth.permissions import Principal
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -55,8 +58,13 @@ def _is_json(content_type: str) -> bool:
     )
 
 
-async def read_json(request: web.Request, model: type[M]) -> M:
-    """Parse and validate a JSON body: 415 for other media types, 400 for bad JSON or fields."""
+async def read_json(
+    request: web.Request, model: type[M], *, defaults: Mapping[str, Any] | None = None
+) -> M:
+    """Parse and validate a JSON body: 415 for other media types, 400 for bad JSON or fields.
+
+    `defaults` fill fields a JSON object leaves out or sets to null (the caller's tenant).
+    """
     if not _is_json(request.content_type):
         raise UnsupportedMediaType(
             f"expected Content-Type application/json, got {request.content_type or 'none'}"
@@ -68,10 +76,37 @@ async def read_json(request: web.Request, model: type[M]) -> M:
         raise InvalidJson(
             f"the body is not valid JSON: {exc}", details=[ErrorItem(loc="", msg=str(exc))]
         ) from exc
+    if _has_nul(data):
+        raise ValidationFailed(
+            "strings may not contain NUL characters",
+            details=[ErrorItem(loc="", msg="NUL character (\\u0000) in a string")],
+        )
+    if defaults and isinstance(data, dict):
+        for key, value in defaults.items():
+            if data.get(key) is None:
+                data[key] = value
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise from_validation_error(exc) from exc
+
+
+def _has_nul(data: Any) -> bool:
+    """Postgres text and jsonb cannot hold U+0000: refuse it as bad input, not a 500."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                if "\x00" in key:
+                    return True
+                stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def json_response(
@@ -83,3 +118,20 @@ def json_response(
     return web.json_response(
         model.model_dump(mode="json", by_alias=True), status=status, headers=headers
     )
+
+
+def principal(request: web.Request) -> Principal:
+    """The caller, as the auth middleware established it."""
+    return request[PRINCIPAL]
+
+
+def parse_query(request: web.Request, model: type[M]) -> M:
+    if any("\x00" in key or "\x00" in value for key, value in request.query.items()):
+        raise ValidationFailed(
+            "invalid query string: NUL character",
+            details=[ErrorItem(loc="", msg="NUL character in the query string")],
+        )
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise from_validation_error(exc, what="query string") from exc

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from sba_api.handlers._common import json_response, services
+from sba_api.handlers._common import json_response, principal, services
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _EXTENSIONS = {
@@ -36,11 +36,13 @@ def content_disposition(title: str, content_type: str) -> str:
 
 
 async def list_artifacts(request: web.Request) -> web.Response:
+    await services(request).runs.authorize(principal(request), request.match_info["run_id"])
     items = await services(request).artifacts.list_for_run(request.match_info["run_id"])
     return json_response(items)
 
 
 async def download_artifact(request: web.Request) -> web.Response:
+    await services(request).runs.authorize(principal(request), request.match_info["run_id"])
     found = await services(request).artifacts.download(
         request.match_info["run_id"], request.match_info["artifact_id"]
     )

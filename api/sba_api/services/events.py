@@ -61,11 +61,13 @@ class EventFeed:
         after_seq: int,
         wake: asyncio.Event,
         *,
+        tenant_id: str,
         heartbeat_seconds: float,
         batch_size: int,
     ) -> None:
         self._events = events
         self._run_id = run_id
+        self._tenant_id = tenant_id
         self._wake = wake
         self._heartbeat = heartbeat_seconds
         self._batch = batch_size
@@ -75,7 +77,9 @@ class EventFeed:
 
     async def _read(self) -> list[RunEventRecord]:
         with store_boundary("read run events"):
-            return await self._events.list_after(self._run_id, self.last_seq, self._batch)
+            return await self._events.list_after(
+                self._run_id, self.last_seq, self._batch, tenant_id=self._tenant_id
+            )
 
     async def prime(self) -> None:
         """First read; sets `finished` when the client already has the terminal event."""
@@ -83,10 +87,12 @@ class EventFeed:
         if self._pending or self.last_seq == 0:
             return
         with store_boundary("read run events"):
-            last = await self._events.last_seq(self._run_id)
+            last = await self._events.last_seq(self._run_id, tenant_id=self._tenant_id)
             if last == 0 or last > self.last_seq:
                 return
-            tail = await self._events.list_after(self._run_id, last - 1, 1)
+            tail = await self._events.list_after(
+                self._run_id, last - 1, 1, tenant_id=self._tenant_id
+            )
         if tail and tail[0].type in TERMINAL_EVENTS:
             self.finished = True
 
@@ -151,7 +157,9 @@ class EventService:
         """
         run_id = parse_run_id(raw_run_id)
         with store_boundary("read the run"):
-            record = await self._runs.get(run_id)
+            # RLS: the row is read under its owner's tenant, learnt through run_owner().
+            owner = await self._runs.owner(run_id)
+            record = None if owner is None else await self._runs.get(run_id, tenant_id=owner)
         if record is None:
             raise RunNotFound(f"run {raw_run_id} not found")
         async with self._listener.watch(str(run_id)) as wake:
@@ -160,6 +168,7 @@ class EventService:
                 run_id,
                 max(after_seq, 0),
                 wake,
+                tenant_id=record.tenant_id,
                 heartbeat_seconds=self._heartbeat,
                 batch_size=self._batch,
             )

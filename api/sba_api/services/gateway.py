@@ -11,8 +11,14 @@ from sba_api.schemas import ArtifactUploaded, StepInput, StepResultIn, StepResul
 from sba_api.services._boundary import store_boundary
 from sba_api.services.artifacts import ArtifactService
 from sba_api.services.knowledge import KnowledgeService
+from sba_api.services.step_config import StepConfigSource
 from sba_core.step_token import InvalidStepToken, StepClaims, verify_step_token
-from sba_core.tools.contracts import KnowledgeSearchParams, KnowledgeSearchResult
+from sba_core.tools.contracts import (
+    KnowledgeSearchParams,
+    KnowledgeSearchResult,
+    StepConfig,
+    step_idempotency_key,
+)
 from sba_core.tools.names import ToolName
 from sba_core.tools.registry import ToolContractError, ToolRegistry, ToolSpec
 from sba_store.records import ToolCallRecord
@@ -42,7 +48,10 @@ class GatewayService:
         registry: ToolRegistry,
         knowledge: KnowledgeService,
         artifacts: ArtifactService,
+        *,
+        step_config: StepConfigSource | None = None,
     ) -> None:
+        self._step_config = step_config
         self._secret = secret
         self._tool_calls = tool_calls
         self._registry = registry
@@ -85,7 +94,9 @@ class GatewayService:
     async def step_input(self, claims: StepClaims) -> StepInput:
         call = await self._call(claims)
         with store_boundary("read earlier results"):
-            earlier = await self._tool_calls.latest_successful(UUID(claims.run_id))
+            earlier = await self._tool_calls.latest_successful(
+                UUID(claims.run_id), tenant_id=claims.tenant
+            )
         inputs = {
             step_id: record.result
             for step_id, record in sorted(earlier.items())
@@ -99,6 +110,12 @@ class GatewayService:
             tool=claims.tool,
             params=call.params,
             inputs=inputs,
+            idempotency_key=step_idempotency_key(claims.run_id, claims.step_id),
+            config=(
+                await self._step_config.for_step(claims.tenant, self._registry.get(claims.tool))
+                if self._step_config is not None
+                else StepConfig()
+            ),
         )
 
     async def knowledge_search(

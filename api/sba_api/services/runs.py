@@ -17,6 +17,8 @@ from sba_api.errors import BadRequest, ErrorItem, NotFound, ServiceUnavailable, 
 from sba_api.kube import KubeClient
 from sba_api.schemas import RunCreated, RunLinks, RunList, RunSummary, RunView
 from sba_api.services._boundary import store_boundary
+from sba_api.services.access import check_tenant
+from sba_core.auth.permissions import Principal
 from sba_core.group import (
     AGENTRUN_KIND,
     API_VERSION,
@@ -25,7 +27,7 @@ from sba_core.group import (
     MANAGED_BY,
     tenant_namespace,
 )
-from sba_core.models.run import AgentRunSpec, AgentRunStatus, RunPhase
+from sba_core.models.run import AgentRunStatus, RunPhase, RunRequest
 from sba_core.planning import PlannedStep, PlanningError, validate_steps
 from sba_core.tools.registry import ToolRegistry
 from sba_store.audit import AuditRepository
@@ -92,7 +94,7 @@ class RunService:
         self._registry = registry
         self._audit = audit
 
-    def check_plan(self, spec: AgentRunSpec) -> None:
+    def check_plan(self, spec: RunRequest) -> None:
         """Refuse an explicit plan the operator would fail, before anything is created."""
         if not spec.plan:
             return
@@ -105,7 +107,7 @@ class RunService:
         except PlanningError as exc:
             raise InvalidPlan(str(exc), details=[ErrorItem(loc="plan", msg=str(exc))]) from exc
 
-    async def create(self, spec: AgentRunSpec) -> RunCreated:
+    async def create(self, spec: RunRequest) -> RunCreated:
         self.check_plan(spec)
         namespace = tenant_namespace(spec.tenant)
         body: dict[str, Any] = {
@@ -152,7 +154,7 @@ class RunService:
             links=run_links(uid),
         )
 
-    async def _record_audit(self, spec: AgentRunSpec, namespace: str, name: str, uid: str) -> None:
+    async def _record_audit(self, spec: RunRequest, namespace: str, name: str, uid: str) -> None:
         """Best effort: the run exists whatever happens here, so a failure is only logged."""
         if self._audit is None:
             return
@@ -168,9 +170,21 @@ class RunService:
         except Exception:
             log.warning("could not audit the creation of run %s", uid, exc_info=True)
 
+    async def authorize(self, principal: Principal, raw_id: str) -> UUID:
+        """The run's id if the principal may see it: 404 when unknown, 403 for another tenant's."""
+        run_id = parse_run_id(raw_id)
+        with store_boundary("read the run"):
+            owner = await self._runs.owner(run_id)  # run_owner(): no row read, RLS intact
+        if owner is None:
+            raise RunNotFound(f"run {raw_id} not found")
+        check_tenant(principal, owner)
+        return run_id
+
     async def record(self, run_id: UUID) -> RunRecord:
         with store_boundary("read the run"):
-            record = await self._runs.get(run_id)
+            # RLS: the row is read under its owner's tenant, learnt through run_owner().
+            owner = await self._runs.owner(run_id)
+            record = None if owner is None else await self._runs.get(run_id, tenant_id=owner)
         if record is None:
             raise RunNotFound(f"run {run_id} not found")
         return record

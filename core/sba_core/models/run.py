@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
 
+from sba_core.models.approval import ApprovalPolicy, StepApproval
 from sba_core.models.base import WireModel
 from sba_core.tools.names import ToolName
 
@@ -22,6 +23,7 @@ StepId = Annotated[
 MAX_PROMPT_CHARS = 8000
 MAX_PLAN_STEPS = 20
 MAX_SUMMARY_CHARS = 512
+MAX_INPUT_CHARS = 8000
 
 
 class RunPhase(StrEnum):
@@ -40,10 +42,22 @@ class StepPhase(StrEnum):
     """Where one tool step is."""
 
     PENDING = "pending"
+    AWAITING_APPROVAL = "awaiting_approval"
+    """A person must approve the step's exact action before its Job is created."""
+    AWAITING_INPUT = "awaiting_input"
+    """A `user.input` step: waits until `spec.inputs[<step id>]` is set."""
     RUNNING = "running"
+    BACKOFF = "backoff"
+    """A transient failure: the next attempt starts at `nextAttemptAt`."""
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+STEP_SETTLED: frozenset[StepPhase] = frozenset(
+    {StepPhase.SUCCEEDED, StepPhase.SKIPPED, StepPhase.FAILED, StepPhase.CANCELLED}
+)
 
 
 class RunOptions(WireModel):
@@ -58,6 +72,21 @@ class RunOptions(WireModel):
     )
 
 
+class RetryPolicy(WireModel):
+    """How often a step is tried after transient failures, and how long to wait between tries.
+
+    Attempt n+1 starts `min(base * 2**(n-1), max)` seconds after attempt n failed,
+    shortened by up to `jitter` of that (deterministic per run, step and attempt).
+    Permanent failures (the tool's own verdict, bad params, a contract violation,
+    a denial) are never retried.
+    """
+
+    max_attempts: int = Field(default=3, ge=1, le=10, description="Attempts in all, the first too.")
+    backoff_base_seconds: float = Field(default=2.0, ge=0, le=3600)
+    backoff_max_seconds: float = Field(default=60.0, ge=0, le=86400)
+    jitter: float = Field(default=0.2, ge=0, le=1, description="Fraction of the delay to vary.")
+
+
 class PlanStep(WireModel):
     """One step of an explicit plan: a tool and its parameters."""
 
@@ -68,10 +97,29 @@ class PlanStep(WireModel):
     params: dict[str, Any] = Field(
         default_factory=dict, description="Tool parameters, checked against the tool's contract."
     )
+    retry: RetryPolicy | None = Field(
+        default=None, description="Overrides spec.retry for this step."
+    )
+    timeout_seconds: int | None = Field(
+        default=None, ge=1, le=86400, description="This step's Job activeDeadlineSeconds."
+    )
 
 
-class AgentRunSpec(WireModel):
-    """What a client asks the orchestrator to do."""
+class CancelRequest(WireModel):
+    """Set (by a patch, or the API) to stop the run; bound to the requester by admission."""
+
+    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+    requested_by: Annotated[str, StringConstraints(max_length=253)] | None = Field(
+        default=None, description="The Kubernetes user (or, via the API, the JWT user)."
+    )
+
+
+class RunRequest(WireModel):
+    """What a client asks the orchestrator to do: the run's terms, fixed at creation.
+
+    This is the body of `POST /api/v1/runs`; `AgentRunSpec` adds the fields that
+    change later (cancel, inputs) and only have their own endpoints.
+    """
 
     tenant: DnsLabel = Field(description="Tenant that owns the run.")
     prompt: Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS)] = Field(
@@ -83,6 +131,33 @@ class AgentRunSpec(WireModel):
     options: RunOptions = Field(default_factory=RunOptions)
     plan: Annotated[list[PlanStep], Field(max_length=MAX_PLAN_STEPS)] | None = Field(
         default=None, description="Explicit plan; when absent the planner makes one."
+    )
+    retry: RetryPolicy = Field(
+        default_factory=RetryPolicy, description="Default retry policy of every step."
+    )
+    deadline_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=7 * 86400,
+        description="The run fails (DeadlineExceeded) this long after it started planning;"
+        " time spent awaiting approval or input counts.",
+    )
+    approval_policy: ApprovalPolicy | None = Field(
+        default=None,
+        description="Which steps need a person's approval, on top of the tenant's policy.",
+    )
+
+
+class AgentRunSpec(RunRequest):
+    """An AgentRun's spec: the terms of the run plus what people add while it runs."""
+
+    cancel: CancelRequest | None = Field(
+        default=None, description="Set to stop the run; cannot be changed once set."
+    )
+    inputs: dict[StepId, Annotated[str, StringConstraints(max_length=MAX_INPUT_CHARS)]] = Field(
+        default_factory=dict,
+        description="User input by step id: the result of that `user.input` step."
+        " Entries can be added, never changed.",
     )
 
 
@@ -111,6 +186,17 @@ class StepStatus(WireModel):
     summary: Annotated[str, StringConstraints(max_length=MAX_SUMMARY_CHARS)] | None = None
     result_ref: str | None = Field(default=None, description="Tool-call id of the full result.")
     error: Annotated[str, StringConstraints(max_length=MAX_SUMMARY_CHARS)] | None = None
+    max_attempts: int | None = Field(default=None, ge=1, description="From the retry policy.")
+    next_attempt_at: datetime | None = Field(
+        default=None, description="In backoff: when the next attempt starts."
+    )
+    deadline_at: datetime | None = Field(
+        default=None, description="Running: when the operator gives up on the attempt's Job."
+    )
+    dead_lettered: bool | None = Field(
+        default=None, description="True when the step exhausted its retries."
+    )
+    approval: StepApproval | None = None
 
 
 class RunUsage(WireModel):
@@ -129,6 +215,14 @@ class RunResult(WireModel):
     artifact_url: str | None = None
 
 
+class Cancellation(WireModel):
+    """Who stopped the run, why and when."""
+
+    requested_by: str
+    reason: str | None = None
+    at: datetime | None = None
+
+
 class AgentRunStatus(WireModel):
     """What the operator has observed and done; written only by the operator."""
 
@@ -143,4 +237,11 @@ class AgentRunStatus(WireModel):
     message: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    deadline_at: datetime | None = Field(
+        default=None, description="When the run fails with DeadlineExceeded (spec.deadlineSeconds)."
+    )
+    queue_position: int | None = Field(
+        default=None, ge=1, description="Pending because the tenant is at maxConcurrentRuns."
+    )
+    cancellation: Cancellation | None = None
     observed_generation: int | None = None

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
 
 from sba_core.models.base import WireModel
 
@@ -49,3 +59,187 @@ class RenderDocumentResult(WireModel):
     content_type: str
     size_bytes: int
     sha256: str
+
+
+# --- the step envelope's shared parts -----------------------------------------------
+
+
+def step_idempotency_key(run_id: str, step_id: str) -> str:
+    """The idempotency key of a step's side effect: the same for every attempt of the step,
+    so a retried step never repeats what an earlier attempt already did."""
+    return f"{run_id}:{step_id}"
+
+
+class StepConfig(BaseModel):
+    """Per-step configuration the gateway hands to the tool pod with its step.
+
+    Lenient on input (unknown keys ignored) so an older tool image keeps working
+    against a newer API.
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    egress_allowlist: list[str] = Field(
+        default_factory=list,
+        description="Hosts the step may reach: exact names or *.domain wildcards.",
+    )
+    crm_url: str | None = Field(
+        default=None, description="The CRM endpoint crm.sync posts to (deployment setting)."
+    )
+
+
+# --- task.create --------------------------------------------------------------------
+
+MAX_URL_CHARS = 2048
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError("has an invalid port") from exc
+    return value
+
+
+HttpUrl = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_URL_CHARS),
+    AfterValidator(_http_url),
+]
+
+
+class TaskCreateParams(WireModel):
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    description: Annotated[str, StringConstraints(max_length=10_000)] | None = None
+    due_date: date | None = None
+    assignee: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    webhook_url: HttpUrl | None = Field(
+        default=None,
+        description="Deliver the created task here (POST, JSON); must be on the tenant's "
+        "egress allowlist.",
+    )
+
+
+class TaskFields(WireModel):
+    """The task itself, as the tool posts it to the gateway (no delivery options)."""
+
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    description: Annotated[str, StringConstraints(max_length=10_000)] | None = None
+    due_date: date | None = None
+    assignee: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+
+    @classmethod
+    def of(cls, params: TaskCreateParams) -> TaskFields:
+        return cls(
+            title=params.title,
+            description=params.description,
+            due_date=params.due_date,
+            assignee=params.assignee,
+        )
+
+
+class TaskCreated(WireModel):
+    """The gateway's answer to POST /internal/v1/tasks (201 created, 200 replay)."""
+
+    task_id: str
+    created: bool
+    idempotency_key: str
+    run_id: str
+    step_id: str
+    title: str
+    description: str | None = None
+    due_date: date | None = None
+    assignee: str | None = None
+    created_at: datetime
+
+
+class TaskCreateResult(WireModel):
+    task_id: str
+    created: bool = Field(description="False when an earlier attempt already created it.")
+    delivered: bool = Field(description="Whether the task was delivered to webhookUrl.")
+
+
+# --- crm.sync -----------------------------------------------------------------------
+
+MAX_CRM_RECORDS = 500
+
+
+class CrmContact(WireModel):
+    email: Annotated[
+        str,
+        StringConstraints(
+            strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+        ),
+    ]
+    name: Annotated[str, StringConstraints(max_length=200)] | None = None
+    company: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
+class CrmDeal(WireModel):
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    amount: float = Field(ge=0, allow_inf_nan=False)
+    stage: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
+
+
+class CrmSyncMode(StrEnum):
+    UPSERT = "upsert"
+
+
+class CrmSyncParams(WireModel):
+    contacts: list[CrmContact] = Field(default_factory=list, max_length=MAX_CRM_RECORDS)
+    deals: list[CrmDeal] = Field(default_factory=list, max_length=MAX_CRM_RECORDS)
+    mode: CrmSyncMode = CrmSyncMode.UPSERT
+
+    @model_validator(mode="after")
+    def _something_to_sync(self) -> CrmSyncParams:
+        if not self.contacts and not self.deals:
+            raise ValueError("give at least one contact or deal")
+        return self
+
+
+class CrmSyncCounts(WireModel):
+    contacts: int = Field(ge=0)
+    deals: int = Field(ge=0)
+
+
+class CrmSyncResult(WireModel):
+    synced: CrmSyncCounts
+    remote_id: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
+# --- http.fetch ---------------------------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+class HttpFetchParams(WireModel):
+    url: HttpUrl
+    max_bytes: int = Field(default=256 * 1024, ge=1, le=MIB)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+
+
+class HttpFetchResult(WireModel):
+    url: str
+    final_url: str
+    status: int = Field(ge=100, le=599)
+    content_type: str | None = None
+    text: str = Field(description="The body decoded as text (empty for non-text media types).")
+    truncated: bool = Field(description="The body or the text was cut short.")
+    byte_count: int = Field(alias="bytes", ge=0, description="Body bytes read.")
+
+
+class UserInputParams(WireModel):
+    """`user.input`: a step that runs no Job; it waits for `spec.inputs[<step id>]`."""
+
+    prompt: Annotated[str, StringConstraints(min_length=1, max_length=2000)] = Field(
+        description="What the person is asked."
+    )
+
+
+class UserInputResult(WireModel):
+    value: str

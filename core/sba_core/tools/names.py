@@ -6,3 +6,7 @@ from enum import StrEnum
 class ToolName(StrEnum):
     KNOWLEDGE_SEARCH = "knowledge.search"
     RENDER_DOCUMENT = "render.document"
+    TASK_CREATE = "task.create"
+    CRM_SYNC = "crm.sync"
+    HTTP_FETCH = "http.fetch"
+    USER_INPUT = "user.input"

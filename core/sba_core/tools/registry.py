@@ -9,10 +9,18 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from sba_core.tools.contracts import (
+    CrmSyncParams,
+    CrmSyncResult,
+    HttpFetchParams,
+    HttpFetchResult,
     KnowledgeSearchParams,
     KnowledgeSearchResult,
     RenderDocumentParams,
     RenderDocumentResult,
+    TaskCreateParams,
+    TaskCreateResult,
+    UserInputParams,
+    UserInputResult,
 )
 from sba_core.tools.names import ToolName
 
@@ -34,6 +42,11 @@ class ToolSpec:
     scopes: tuple[str, ...] = ()
     cost_estimate: int = 0
     """Estimated cost of one call, in micro-dollars."""
+    egress: bool = False
+    """The tool pod connects to hosts outside the cluster (the tenant's egress allowlist,
+    or the deployment's CRM endpoint), so its NetworkPolicy must allow egress."""
+    runs_job: bool = True
+    """False for `user.input`: the operator settles the step itself, no Job runs."""
     image: str = "sba-agentic/tool-runtime"
     timeout_seconds: int = 120
     limits: Mapping[str, str] = field(
@@ -108,6 +121,53 @@ def builtin_registry() -> ToolRegistry:
                 result_model=RenderDocumentResult,
                 cost_estimate=200,
                 scopes=("write:artifacts",),
+            ),
+            ToolSpec(
+                name=ToolName.TASK_CREATE,
+                version="1.0.0",
+                description="Create a task in the tenant's task store, once per step "
+                "(idempotent across attempts); optionally deliver it to an allowlisted webhook.",
+                params_model=TaskCreateParams,
+                result_model=TaskCreateResult,
+                side_effect=True,
+                cost_estimate=100,
+                scopes=("write:tasks",),
+                egress=True,
+                timeout_seconds=60,
+            ),
+            ToolSpec(
+                name=ToolName.CRM_SYNC,
+                version="1.0.0",
+                description="Upsert contacts and deals into the deployment's CRM, once per "
+                "step (Idempotency-Key: <run-id>:<step-id>).",
+                params_model=CrmSyncParams,
+                result_model=CrmSyncResult,
+                side_effect=True,
+                cost_estimate=2000,
+                scopes=("write:crm",),
+                egress=True,
+                timeout_seconds=120,
+            ),
+            ToolSpec(
+                name=ToolName.HTTP_FETCH,
+                version="1.0.0",
+                description="GET a page from a host on the tenant's egress allowlist "
+                "(public addresses only, redirects re-checked, size and time capped).",
+                params_model=HttpFetchParams,
+                result_model=HttpFetchResult,
+                cost_estimate=100,
+                scopes=("read:web",),
+                egress=True,
+                timeout_seconds=120,
+            ),
+            ToolSpec(
+                name=ToolName.USER_INPUT,
+                version="1.0.0",
+                description="Wait for a person's input (spec.inputs[<step id>], or POST"
+                " /api/v1/runs/{id}/continue); it becomes this step's result. Runs no Job.",
+                params_model=UserInputParams,
+                result_model=UserInputResult,
+                runs_job=False,
             ),
         ]
     )

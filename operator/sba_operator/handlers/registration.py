@@ -22,11 +22,14 @@ from sba_core import group
 from sba_core.tools.registry import builtin_registry
 from sba_operator.handlers.errors import to_kopf
 from sba_operator.handlers.runs import RunDriver
-from sba_operator.handlers.tenants import TenantDriver
+from sba_operator.handlers.scheduler import WakeScheduler
+from sba_operator.handlers.tenants import TenantDriver, platform_of, register_tenant_handlers
 from sba_operator.kube import Kube, new_api_client
 from sba_operator.reconcile import KubeEvent
 from sba_operator.settings import Settings
+from sba_store.audit import AuditRepository
 from sba_store.db import Pool, create_pool
+from sba_store.dead_letters import DeadLetterRepository
 from sba_store.events import EventRepository
 from sba_store.runs import RunRepository
 from sba_store.tenants import TenantRepository
@@ -103,8 +106,21 @@ class OperatorContext:
     runs: RunDriver
     tenants: TenantDriver
     retrier: Retrier = field(default_factory=Retrier)
+    scheduler: WakeScheduler | None = None
+
+    def create_scheduler(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+        """The one wake-up scheduler of all runs (deadlines, backoffs, approval expiry);
+        its loop starts with the first AgentRun event."""
+
+        async def wake(namespace: str, name: str, uid: str) -> None:
+            await self.reconcile_run(namespace, name, uid, logger)
+
+        self.scheduler = WakeScheduler(wake)
+        self.runs.scheduler = self.scheduler
 
     async def close(self) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.close()
         await self.retrier.close()
         await self.redis.aclose()
         await self.pool.close()
@@ -169,8 +185,16 @@ async def create_context(settings: Settings) -> OperatorContext:
             redis=redis,
             registry=registry,
             post_event=post_kube_event,
+            audit=AuditRepository(pool),
+            dead_letters=DeadLetterRepository(pool),
         ),
-        tenants=TenantDriver(kube=kube, tenants=TenantRepository(pool), post_event=post_kube_event),
+        tenants=TenantDriver(
+            kube=kube,
+            tenants=TenantRepository(pool),
+            audit=AuditRepository(pool),
+            post_event=post_kube_event,
+            platform=platform_of(settings),
+        ),
     )
 
 
@@ -238,7 +262,8 @@ def build_registry() -> kopf.OperatorRegistry:
         if not isinstance(ours, Settings):
             raise kopf.PermanentError("memo.settings must hold sba_operator.settings.Settings")
         configure_kopf(settings, ours)
-        memo["ctx"] = await create_context(ours)
+        memo["ctx"] = ctx = await create_context(ours)
+        ctx.create_scheduler(log)
         log.info(
             "sba-operator started: namespaces=%s image=%s gateway=%s",
             ",".join(ours.kubernetes.namespaces) or "(all)",
@@ -255,6 +280,7 @@ def build_registry() -> kopf.OperatorRegistry:
     @kopf.on.event(group.GROUP, group.VERSION, group.AGENTRUN_PLURAL, registry=registry)
     async def agentrun_event(
         event: Mapping[str, Any],
+        body: kopf.Body,
         name: str,
         namespace: str | None,
         uid: str,
@@ -263,12 +289,46 @@ def build_registry() -> kopf.OperatorRegistry:
         **_: Any,
     ) -> None:
         ctx = _ctx(memo)
+        if ctx.scheduler is not None:
+            # Started from a handler, so its tasks inherit Kopf's context (Event posting).
+            ctx.scheduler.start()
         if event.get("type") == "DELETED":
             ctx.retrier.forget(uid)
             ctx.runs.locks.forget(uid)
+            try:
+                await ctx.runs.record_deleted(body)
+            except Exception as exc:  # best effort: the object is gone either way
+                logger.warning(f"could not record the deletion of {namespace}/{name}: {exc}")
             return
         if namespace:
             await ctx.reconcile_run(namespace, name, uid, logger)
+
+    @kopf.on.event(group.GROUP, group.VERSION, group.APPROVAL_PLURAL, registry=registry)
+    async def approval_event(
+        event: Mapping[str, Any],
+        body: kopf.Body,
+        name: str,
+        namespace: str | None,
+        memo: kopf.Memo,
+        logger: kopf.Logger,
+        **_: Any,
+    ) -> None:
+        # A new answer: reconcile the run it names, which validates and counts it.
+        if event.get("type") == "DELETED" or not namespace:
+            return
+        if (body.get("status") or {}).get("outcome"):
+            return
+        ctx = _ctx(memo)
+        run_name = str((body.get("spec") or {}).get("run", ""))
+        try:
+            run = await ctx.kube.get_agentrun(namespace, run_name) if run_name else None
+            if run is None:
+                await ctx.runs.answer_orphan_approval(namespace, name, run_name)
+                return
+        except Exception as exc:
+            raise to_kopf(exc) from exc
+        uid = str((run.get("metadata") or {}).get("uid", ""))
+        await ctx.reconcile_run(namespace, run_name, uid, logger)
 
     @kopf.on.event(
         "batch", "v1", "jobs", labels={group.LABEL_RUN_UID: kopf.PRESENT}, registry=registry
@@ -290,14 +350,8 @@ def build_registry() -> kopf.OperatorRegistry:
         run_name, run_uid = owner
         await _ctx(memo).reconcile_run(namespace, run_name, run_uid, logger)
 
-    @kopf.on.resume(group.GROUP, group.VERSION, group.TENANT_PLURAL, registry=registry)
-    @kopf.on.create(group.GROUP, group.VERSION, group.TENANT_PLURAL, registry=registry)
-    @kopf.on.update(group.GROUP, group.VERSION, group.TENANT_PLURAL, registry=registry)
-    async def tenant_changed(name: str, memo: kopf.Memo, **_: Any) -> None:
-        try:
-            await _ctx(memo).tenants.reconcile(name)
-        except Exception as exc:
-            raise to_kopf(exc) from exc
+    # Tenants: provisioning, drift of what they provisioned, orderly deletion (finalizer).
+    register_tenant_handlers(registry, _ctx)
 
     return registry
 

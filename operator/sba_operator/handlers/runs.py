@@ -18,15 +18,23 @@ A crash anywhere repeats the same decision next time; every step above is idempo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID
 
 from redis.asyncio import Redis
 
 from sba_core.lifecycle import is_terminal
+from sba_core.models.approval import (
+    ApprovalOutcome,
+    ApprovalPolicy,
+    ApprovalStatus,
+    RejectReason,
+)
 from sba_core.models.run import RunPhase, StepPhase
 from sba_core.step_token import mint_step_token
 from sba_core.tools.registry import ToolRegistry
@@ -43,15 +51,21 @@ from sba_operator.reconcile import (
     decide_run,
     observe_job,
     parse_status,
-    tenant_view,
 )
+from sba_operator.reconcile.admission import tenant_view
 from sba_operator.reconcile.jobs import labels_match
+from sba_operator.reconcile.model import ObservedApproval, PeerRun, parse_time
 from sba_operator.settings import Settings
+from sba_store.audit import AuditRepository
+from sba_store.dead_letters import DeadLetterRepository
 from sba_store.eventbus import announce
 from sba_store.events import EventRepository
 from sba_store.records import NewEvent
 from sba_store.runs import RunRepository
 from sba_store.tool_calls import ToolCallRepository
+
+if TYPE_CHECKING:
+    from sba_operator.handlers.scheduler import WakeScheduler
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +85,33 @@ def _job_finished(job: Mapping[str, Any]) -> bool:
         if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
             return True
     return False
+
+
+def _approval_policy(tenant: Mapping[str, Any]) -> ApprovalPolicy | None:
+    raw = (tenant.get("spec") or {}).get("approvalPolicy")
+    if not isinstance(raw, Mapping):
+        return None
+    try:
+        return ApprovalPolicy.model_validate(dict(raw))
+    except ValueError:
+        return None
+
+
+def _peer(raw: Mapping[str, Any]) -> PeerRun | None:
+    meta = raw.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return None
+    created = parse_time(meta.get("creationTimestamp"))
+    if created is None:
+        return None
+    status = parse_status(raw.get("status"))
+    return PeerRun(
+        name=str(meta.get("name", "")),
+        uid=str(meta.get("uid", "")),
+        created_at=created,
+        phase=status.phase,
+        cancelled=bool((raw.get("spec") or {}).get("cancel")),
+    )
 
 
 class RunLocks:
@@ -106,9 +147,15 @@ class RunDriver:
         redis: Redis,
         registry: ToolRegistry,
         post_event: PostEvent,
+        audit: AuditRepository | None = None,
+        dead_letters: DeadLetterRepository | None = None,
         clock: Clock = utcnow,
     ) -> None:
         self.settings = settings
+        self.audit = audit
+        self.dead_letters = dead_letters
+        self.scheduler: WakeScheduler | None = None
+        """Set by the registration: wakes runs at their Decision.wake_at."""
         self.kube = kube
         self.runs = runs
         self.events = events
@@ -137,27 +184,42 @@ class RunDriver:
     async def _observe(self, obj: Mapping[str, Any], uid: str) -> Observation:
         meta = obj.get("metadata") or {}
         namespace = str(meta.get("namespace", ""))
+        name = str(meta.get("name", ""))
         status = parse_status(obj.get("status"))
         now = self.clock()
+        approvals = await self._unanswered_approvals(namespace, name)
         if is_terminal(status.phase):
-            return Observation(run=obj, now=now)
+            return Observation(run=obj, now=now, approvals=approvals)
         tenant = None
         spec_tenant = (obj.get("spec") or {}).get("tenant")
-        if status.phase is RunPhase.PENDING and isinstance(spec_tenant, str) and spec_tenant:
-            tenant = tenant_view(await self.kube.get_tenant(spec_tenant))
-        running = {
-            s.job_name: s for s in status.steps if s.phase is StepPhase.RUNNING and s.job_name
-        }
+        if isinstance(spec_tenant, str) and spec_tenant:
+            raw_tenant = await self.kube.get_tenant(spec_tenant)
+            tenant = tenant_view(raw_tenant)
+            if tenant is not None and raw_tenant is not None:
+                tenant = replace(tenant, approval_policy=_approval_policy(raw_tenant))
+        peers = None
+        if status.phase is RunPhase.PENDING and tenant is not None:
+            peers = tuple(
+                peer
+                for raw in await self.kube.list_agentruns(namespace)
+                if (peer := _peer(raw)) is not None
+            )
+        running = [s for s in status.steps if s.phase is StepPhase.RUNNING]
+        finished_jobs = {s.job_name for s in running if s.job_name}
         jobs: dict[str, ObservedJob] = {}
         for raw in await self.kube.list_run_jobs(namespace, uid):
             job_name = str((raw.get("metadata") or {}).get("name", ""))
             pods: list[dict[str, Any]] = []
-            if job_name in running and _job_finished(raw):
+            if job_name in finished_jobs and _job_finished(raw):
                 pods = await self.kube.list_job_pods(namespace, job_name)
             jobs[job_name] = observe_job(raw, pods)
         calls: dict[tuple[str, int], ObservedToolCall] = {}
-        for step in running.values():
-            record = await self.tool_calls.get(UUID(uid), step.id, step.attempts)
+        # Steps start only once the spec names a tenant; their calls are stored under it.
+        call_tenant = spec_tenant if isinstance(spec_tenant, str) else ""
+        for step in running if call_tenant else ():
+            record = await self.tool_calls.get(
+                UUID(uid), step.id, step.attempts, tenant_id=call_tenant
+            )
             if record is not None:
                 calls[(step.id, step.attempts)] = ObservedToolCall(
                     id=str(record.id),
@@ -166,7 +228,31 @@ class RunDriver:
                     error=record.error,
                     finished_at=record.finished_at,
                 )
-        return Observation(run=obj, now=now, jobs=jobs, tool_calls=calls, tenant=tenant)
+        return Observation(
+            run=obj,
+            now=now,
+            jobs=jobs,
+            tool_calls=calls,
+            tenant=tenant,
+            approvals=approvals,
+            peers=peers,
+        )
+
+    async def _unanswered_approvals(
+        self, namespace: str, run_name: str
+    ) -> tuple[ObservedApproval, ...]:
+        found: list[ObservedApproval] = []
+        for raw in await self.kube.list_approvals(namespace):
+            spec = raw.get("spec") or {}
+            if spec.get("run") != run_name or (raw.get("status") or {}).get("outcome"):
+                continue
+            meta = raw.get("metadata") or {}
+            if meta.get("deletionTimestamp"):
+                continue
+            created = parse_time(meta.get("creationTimestamp")) or self.clock()
+            found.append(ObservedApproval(str(meta.get("name", "")), spec, created))
+        found.sort(key=lambda a: (a.created_at, a.name))
+        return tuple(found)
 
     # -- decide + execute ------------------------------------------------------------------
 
@@ -179,6 +265,8 @@ class RunDriver:
         observation = await self._observe(obj, uid)
         tools = self.settings.tools
         decision = decide_run(observation, self.registry, tools)
+        if self.scheduler is not None:
+            self.scheduler.schedule(uid, namespace, name, decision.wake_at)
         if decision.idle:
             return decision
         run_id = UUID(uid)
@@ -206,30 +294,157 @@ class RunDriver:
                 tool_calls=observation.tool_calls,
                 tenant=observation.tenant,
                 foreign_jobs=frozenset(foreign),
+                approvals=observation.approvals,
+                peers=observation.peers,
             )
             decision = decide_run(observation, self.registry, tools)
             await self._start_steps(obj, decision)
         if decision.db_tenant is not None:
+            await self._record_inputs(run_id, decision)
+            await self._record_dead_letters(run_id, decision)
             await self._record_events(run_id, decision)
             if decision.phase_changed and not decision.record_run:
                 await self.runs.set_phase(
-                    run_id, str(decision.phase), finished_at=decision.status.finished_at
+                    run_id,
+                    str(decision.phase),
+                    finished_at=decision.status.finished_at,
+                    tenant_id=decision.db_tenant,
                 )
+        # Jobs stop before status says so: a crash in between repeats the decision.
+        for job in decision.delete_jobs:
+            await self.kube.delete_job(namespace, job)
         if decision.status_changed:
             version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
             await self.kube.replace_agentrun_status(
                 namespace, name, version, decision.status.wire()
             )
+        # After the status write (which records each counted decision), so a retried
+        # reconcile after a 409 neither audits twice nor answers an Approval early.
+        await self._write_audit(decision)
+        for update in decision.approval_updates:
+            await self.kube.patch_approval_status(namespace, update.name, update.status)
         for secret in decision.delete_secrets:
             await self.kube.delete_secret(namespace, secret)
-        for job in decision.delete_jobs:
-            await self.kube.delete_job(namespace, job)
+        if decision.released_slot and decision.db_tenant is not None:
+            await self.poke_queue(namespace, exclude=uid)
         for event in decision.kube_events:
             try:
                 self.post_event(obj, event)
             except Exception:  # events are best-effort; status and run_events are the record
                 log.warning("could not post event %s for %s/%s", event.reason, namespace, name)
         return decision
+
+    async def _record_inputs(self, run_id: UUID, decision: Decision) -> None:
+        """A `user.input` step's value becomes its tool call's result (first write wins)."""
+        assert decision.db_tenant is not None
+        for item in decision.record_inputs:
+            await self.tool_calls.record_start(
+                run_id=run_id,
+                step_id=item.step_id,
+                attempt=item.attempt,
+                tool=item.tool,
+                tool_version=item.tool_version,
+                tenant_id=decision.db_tenant,
+                params={},
+            )
+            await self.tool_calls.record_result(
+                run_id=run_id,
+                step_id=item.step_id,
+                attempt=item.attempt,
+                tool=item.tool,
+                tool_version=item.tool_version,
+                tenant_id=decision.db_tenant,
+                params={},
+                result={"value": item.value},
+                success=True,
+                error=None,
+                duration_ms=0,
+            )
+
+    async def _record_dead_letters(self, run_id: UUID, decision: Decision) -> None:
+        if self.dead_letters is None:
+            return
+        assert decision.db_tenant is not None
+        for letter in decision.dead_letters:
+            await self.dead_letters.record(
+                tenant_id=decision.db_tenant,
+                run_id=run_id,
+                step_id=letter.step_id,
+                tool=letter.tool,
+                attempts=letter.attempts,
+                last_error=letter.error,
+                params=dict(letter.params),
+            )
+
+    async def _write_audit(self, decision: Decision) -> None:
+        if self.audit is None or decision.db_tenant is None:
+            return
+        for entry in decision.audit:
+            await self.audit.append(
+                tenant_id=decision.db_tenant,
+                actor=entry.actor,
+                action=entry.action,
+                target=entry.target,
+                payload=dict(entry.payload),
+            )
+
+    async def poke_queue(self, namespace: str, exclude: str = "") -> None:
+        """A slot may be free: wake the namespace's pending runs, oldest first."""
+        if self.scheduler is None:
+            return
+        pending = sorted(
+            (peer for raw in await self.kube.list_agentruns(namespace) if (peer := _peer(raw))),
+            key=lambda p: p.queue_key,
+        )
+        now = self.clock()
+        for peer in pending:
+            if peer.phase is RunPhase.PENDING and peer.uid != exclude:
+                self.scheduler.schedule(peer.uid, namespace, peer.name, now)
+
+    async def answer_orphan_approval(self, namespace: str, name: str, run_name: str) -> None:
+        """An Approval naming a run that does not exist: reject it (the API's 404)."""
+        status = ApprovalStatus(
+            outcome=ApprovalOutcome.REJECTED,
+            reason=RejectReason.RUN_NOT_FOUND,
+            message=f"no AgentRun {run_name!r} in namespace {namespace!r}",
+            processed_at=self.clock().replace(microsecond=0),
+        )
+        await self.kube.patch_approval_status(namespace, name, status.wire())
+
+    async def record_deleted(self, body: Mapping[str, Any]) -> None:
+        """A run deleted before it finished: record it as cancelled in Postgres.
+
+        Best effort, without a finalizer: Kubernetes garbage-collects the run's Jobs
+        through their owner references whether or not the operator is up.
+        """
+        meta = body.get("metadata") or {}
+        status = parse_status(body.get("status"))
+        tenant = (body.get("spec") or {}).get("tenant")
+        uid = str(meta.get("uid", ""))
+        if self.scheduler is not None:
+            self.scheduler.forget(uid)
+        if is_terminal(status.phase) or not isinstance(tenant, str) or not status.run_id:
+            return
+        run_id = UUID(uid)
+        inserted = await self.events.append(
+            run_id,
+            tenant,
+            [
+                NewEvent(
+                    dedupe_key="phase:cancelled",
+                    type="cancelled",
+                    level="warning",
+                    payload={"reason": "the AgentRun was deleted", "deleted": True},
+                )
+            ],
+        )
+        await self.runs.set_phase(
+            run_id, str(RunPhase.CANCELLED), finished_at=self.clock(), tenant_id=tenant
+        )
+        if inserted:
+            with contextlib.suppress(Exception):
+                await announce(self.redis, str(run_id), inserted[-1].seq)
+        await self.poke_queue(str(meta.get("namespace", "")), exclude=uid)
 
     async def _start_steps(self, obj: Mapping[str, Any], decision: Decision) -> set[str]:
         """Record, mint and create each starting attempt; the Job names held by strangers."""

@@ -281,3 +281,181 @@ class Kube:
             await self._call(
                 self._core.delete_namespaced_secret, name, namespace, _request_timeout=self._timeout
             )
+
+    # -- Tenant provisioning ---------------------------------------------------------------
+    # Raw JSON in and out (`_preload_content=False`), so no field the client's models do
+    # not know is lost when an object is read, compared and written back.
+
+    def _tenant_api(self, kind: str) -> tuple[Any, str]:
+        """(typed API, method suffix) of a namespaced kind a Tenant provisions."""
+        apis: dict[str, tuple[Any, str]] = {
+            "ResourceQuota": (self._core, "resource_quota"),
+            "LimitRange": (self._core, "limit_range"),
+            "ServiceAccount": (self._core, "service_account"),
+            "NetworkPolicy": (k8s.NetworkingV1Api(self._api), "network_policy"),
+            "RoleBinding": (k8s.RbacAuthorizationV1Api(self._api), "role_binding"),
+        }
+        if kind not in apis:
+            raise ValueError(f"not a tenant-provisioned kind: {kind}")
+        return apis[kind]
+
+    async def _raw(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        response = await self._call(
+            fn, *args, _preload_content=False, _request_timeout=self._timeout, **kwargs
+        )
+        data = response.data
+        return cast(dict[str, Any], json.loads(data)) if data else {}
+
+    async def list_tenant_objects(
+        self, kind: str, namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        """Objects of `kind` in `namespace` matching the selector; [] when the namespace is gone."""
+        api, suffix = self._tenant_api(kind)
+        try:
+            result = await self._raw(
+                getattr(api, f"list_namespaced_{suffix}"), namespace, label_selector=label_selector
+            )
+        except NotFound:
+            return []
+        items: list[dict[str, Any]] = result.get("items") or []
+        api_version = str(result.get("apiVersion", ""))
+        for item in items:  # list items carry no kind of their own
+            item.setdefault("kind", kind)
+            item.setdefault("apiVersion", api_version)
+        return items
+
+    async def get_tenant_object(
+        self, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        api, suffix = self._tenant_api(kind)
+        try:
+            return await self._raw(getattr(api, f"read_namespaced_{suffix}"), name, namespace)
+        except NotFound:
+            return None
+
+    async def create_tenant_object(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        api, suffix = self._tenant_api(str(body.get("kind")))
+        return await self._raw(getattr(api, f"create_namespaced_{suffix}"), namespace, dict(body))
+
+    async def replace_tenant_object(
+        self, namespace: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Replace, guarded by the body's metadata.resourceVersion (409 on a race)."""
+        api, suffix = self._tenant_api(str(body.get("kind")))
+        name = str((body.get("metadata") or {}).get("name", ""))
+        return await self._raw(
+            getattr(api, f"replace_namespaced_{suffix}"), name, namespace, dict(body)
+        )
+
+    async def delete_tenant_object(self, kind: str, namespace: str, name: str) -> None:
+        api, suffix = self._tenant_api(kind)
+        with contextlib.suppress(NotFound):
+            await self._raw(
+                getattr(api, f"delete_namespaced_{suffix}"),
+                name,
+                namespace,
+                propagation_policy="Background",
+            )
+
+    async def get_cluster_role(self, name: str) -> dict[str, Any] | None:
+        rbac = k8s.RbacAuthorizationV1Api(self._api)
+        try:
+            return await self._raw(rbac.read_cluster_role, name)
+        except NotFound:
+            return None
+
+    async def create_cluster_role(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        rbac = k8s.RbacAuthorizationV1Api(self._api)
+        return await self._raw(rbac.create_cluster_role, dict(body))
+
+    async def replace_cluster_role(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        rbac = k8s.RbacAuthorizationV1Api(self._api)
+        name = str((body.get("metadata") or {}).get("name", ""))
+        return await self._raw(rbac.replace_cluster_role, name, dict(body))
+
+    async def delete_namespace(self, name: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self._call(
+                self._core.delete_namespace,
+                name,
+                propagation_policy="Background",
+                _request_timeout=self._timeout,
+            )
+
+    async def list_agentruns(self, namespace: str) -> list[dict[str, Any]]:
+        try:
+            result = await self._call(
+                self._custom.list_namespaced_custom_object,
+                group.GROUP,
+                group.VERSION,
+                namespace,
+                group.AGENTRUN_PLURAL,
+                _request_timeout=self._timeout,
+            )
+        except NotFound:
+            return []
+        items: list[dict[str, Any]] = self._plain(result).get("items") or []
+        return items
+
+    async def delete_agentrun(self, namespace: str, name: str) -> None:
+        """Delete a run; its Jobs follow through their owner references."""
+        with contextlib.suppress(NotFound):
+            await self._call(
+                self._custom.delete_namespaced_custom_object,
+                group.GROUP,
+                group.VERSION,
+                namespace,
+                group.AGENTRUN_PLURAL,
+                name,
+                propagation_policy="Background",
+                _request_timeout=self._timeout,
+            )
+
+    async def annotate_agentrun(
+        self, namespace: str, name: str, annotations: Mapping[str, str]
+    ) -> None:
+        """Merge-patch annotations (a no-op patch when unchanged: no event follows)."""
+        with contextlib.suppress(NotFound):
+            await self._call(
+                self._custom.patch_namespaced_custom_object,
+                group.GROUP,
+                group.VERSION,
+                namespace,
+                group.AGENTRUN_PLURAL,
+                name,
+                {"metadata": {"annotations": dict(annotations)}},
+                _request_timeout=self._timeout,
+            )
+
+    # -- Approvals -------------------------------------------------------------------------
+
+    async def list_approvals(self, namespace: str) -> list[dict[str, Any]]:
+        try:
+            result = await self._call(
+                self._custom.list_namespaced_custom_object,
+                group.GROUP,
+                group.VERSION,
+                namespace,
+                group.APPROVAL_PLURAL,
+                _request_timeout=self._timeout,
+            )
+        except NotFound:
+            return []
+        items: list[dict[str, Any]] = self._plain(result).get("items") or []
+        return items
+
+    async def patch_approval_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        """Write an Approval's outcome (status subresource); a vanished Approval is ignored."""
+        with contextlib.suppress(NotFound):
+            await self._call(
+                self._custom.patch_namespaced_custom_object_status,
+                group.GROUP,
+                group.VERSION,
+                namespace,
+                group.APPROVAL_PLURAL,
+                name,
+                {"status": dict(status)},
+                _request_timeout=self._timeout,
+            )

@@ -13,25 +13,33 @@ from sba_operator.reconcile.model import (
     observe_job,
 )
 from sba_operator.reconcile.runs import decide_run, parse_status
-from sba_operator.reconcile.tenants import TenantDecision, decide_tenant, tenant_view
+from sba_operator.reconcile.tenants import (
+    NamespaceDecision,
+    Outcome,
+    decide_namespace,
+    tenant_status,
+    tenant_view,
+)
 
 __all__ = [
     "Decision",
     "JobState",
     "KubeEvent",
+    "NamespaceDecision",
     "Observation",
     "ObservedJob",
     "ObservedToolCall",
+    "Outcome",
     "RunRef",
     "StartStep",
-    "TenantDecision",
     "TenantView",
     "build_job",
     "build_step_secret",
+    "decide_namespace",
     "decide_run",
-    "decide_tenant",
     "job_name",
     "observe_job",
     "parse_status",
+    "tenant_status",
     "tenant_view",
 ]

@@ -133,8 +133,13 @@ def build_job(
     attempt: int,
     spec: ToolSpec,
     tools: ToolSettings,
+    active_deadline_seconds: int | None = None,
 ) -> dict[str, Any]:
-    """The sandboxed Job for one attempt of one step (Pod Security "restricted" compliant)."""
+    """The sandboxed Job for one attempt of one step (Pod Security "restricted" compliant).
+
+    `active_deadline_seconds` is the step's deadline (plan override); the default
+    comes from the operator's settings.
+    """
     name = job_name(run.name, step_id, attempt)
     labels = step_labels(run, step_id, attempt)
     otel_attributes = ",".join(
@@ -195,7 +200,7 @@ def build_job(
             "completions": 1,
             "parallelism": 1,
             "backoffLimit": tools.job.backoff_limit,
-            "activeDeadlineSeconds": tools.job.active_deadline_seconds,
+            "activeDeadlineSeconds": active_deadline_seconds or tools.job.active_deadline_seconds,
             "ttlSecondsAfterFinished": tools.job.ttl_seconds_after_finished,
             "podFailurePolicy": {
                 "rules": [

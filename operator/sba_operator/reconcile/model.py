@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from sba_core.events import NewRunEvent
+from sba_core.models.approval import ApprovalPolicy
 from sba_core.models.run import AgentRunSpec, AgentRunStatus, RunPhase
 from sba_core.step_token import StepClaims
 from sba_core.summaries import clip
@@ -55,6 +56,37 @@ class TenantView:
     name: str
     suspended: bool = False
     allowed_tools: tuple[str, ...] | None = None
+    max_concurrent_runs: int | None = None
+    """spec.quotas.maxConcurrentRuns; None: no limit."""
+    approval_policy: ApprovalPolicy | None = None
+    ready: bool = True
+    """The Tenant is provisioned (status Ready=True); runs of a tenant not ready wait."""
+    not_ready_message: str | None = None
+
+
+@dataclass(frozen=True)
+class ObservedApproval:
+    """An `Approval` naming this run that the operator has not answered yet."""
+
+    name: str
+    spec: Mapping[str, Any]
+    created_at: datetime
+    """The API server's clock: the decision's timestamp."""
+
+
+@dataclass(frozen=True)
+class PeerRun:
+    """Another run of the same tenant, as the FIFO queue needs it."""
+
+    name: str
+    uid: str
+    created_at: datetime
+    phase: RunPhase
+    cancelled: bool = False
+
+    @property
+    def queue_key(self) -> tuple[datetime, str]:
+        return (self.created_at, self.name)
 
 
 @dataclass(frozen=True)
@@ -70,6 +102,10 @@ class Observation:
     """The Tenant named by spec.tenant; None when there is none."""
     foreign_jobs: frozenset[str] = frozenset()
     """Job names held by objects that are not ours (found on a 409); never adopted."""
+    approvals: tuple[ObservedApproval, ...] = ()
+    """Unanswered Approvals whose spec.run names this run, oldest first."""
+    peers: tuple[PeerRun, ...] | None = None
+    """The tenant's other runs; observed only while this run is pending."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +122,44 @@ class StartStep:
     secret_name: str
     job: Mapping[str, Any]
     claims: StepClaims
+
+
+@dataclass(frozen=True)
+class RecordInput:
+    """Store a `user.input` step's value as its (successful) tool call."""
+
+    step_id: str
+    attempt: int
+    tool: str
+    tool_version: str
+    value: str
+
+
+@dataclass(frozen=True)
+class ApprovalUpdate:
+    """The status to write on an Approval (accepted or rejected, with the reason)."""
+
+    name: str
+    status: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    actor: str
+    action: str
+    target: str
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A step that exhausted its retries."""
+
+    step_id: str
+    tool: str
+    attempts: int
+    error: str
+    params: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -110,6 +184,14 @@ class Decision:
     delete_jobs: tuple[str, ...] = ()
     delete_secrets: tuple[str, ...] = ()
     kube_events: tuple[KubeEvent, ...] = ()
+    record_inputs: tuple[RecordInput, ...] = ()
+    approval_updates: tuple[ApprovalUpdate, ...] = ()
+    audit: tuple[AuditEntry, ...] = ()
+    dead_letters: tuple[DeadLetter, ...] = ()
+    wake_at: datetime | None = None
+    """Reconcile again at this time (backoff, deadlines, approval expiry), events or not."""
+    released_slot: bool = False
+    """The run left a slot-holding phase (or its queue): poke the tenant's pending runs."""
 
     @property
     def idle(self) -> bool:
@@ -121,6 +203,10 @@ class Decision:
             or self.start_steps
             or self.delete_jobs
             or self.delete_secrets
+            or self.record_inputs
+            or self.approval_updates
+            or self.audit
+            or self.dead_letters
         )
 
     @property
@@ -216,3 +302,6 @@ def observe_job(
             or _parse_time(cond.get("lastTransitionTime")),
         )
     return ObservedJob(name=name, labels=labels, state=JobState.ACTIVE)
+
+
+parse_time = _parse_time

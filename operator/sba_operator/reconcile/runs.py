@@ -1,37 +1,56 @@
-"""The pure run reconcile: (AgentRun, Jobs, tool-call rows) -> what to do next.
+"""The pure run reconcile: (AgentRun, Jobs, tool-call rows, Approvals, peers) -> what to do next.
 
 `decide_run` is level-triggered and a fixpoint: it advances the run as far as
-the observation allows (pending → planning → executing → completed | failed)
-and, given the state it produced, decides nothing more. Every phase change goes
-through `sba_core.lifecycle.transition`. Steps run one at a time, in order.
+the observation allows and, given the state it produced, decides nothing more.
+Every phase change goes through `sba_core.lifecycle.fire`. Steps run one at a
+time, in order; before each step the approval policy is consulted, a
+`user.input` step waits for `spec.inputs`, and a transient failure is retried
+after a backoff. Time-based changes (backoff over, approval expired, deadline
+passed) are decided from status timestamps against `Observation.now`, and
+`Decision.wake_at` says when the next one is due, so one scheduler can wake the
+run even after an operator restart.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from pydantic import ValidationError
 
+from sba_core import approvals as policy
 from sba_core import group
 from sba_core.events import EventLevel, EventType, NewRunEvent
-from sba_core.lifecycle import is_terminal, transition
+from sba_core.lifecycle import Trigger, fire, holds_slot, is_terminal
+from sba_core.models.approval import (
+    ApprovalOutcome,
+    ApprovalPolicy,
+    ApprovalSpec,
+    ApprovalState,
+    ApprovalStatus,
+    OnOutcome,
+    RejectReason,
+)
 from sba_core.models.run import (
     MAX_SUMMARY_CHARS,
     AgentRunSpec,
     AgentRunStatus,
+    Cancellation,
     Condition,
+    RetryPolicy,
     RunPhase,
     RunResult,
     StepPhase,
     StepStatus,
 )
 from sba_core.planning import BuiltinPlanner, Plan, PlannedStep, PlanningError
+from sba_core.retry import FailureKind, classify_job_failure, next_attempt_at, should_retry
 from sba_core.step_token import StepClaims
 from sba_core.summaries import artifact_id_of, clip, summarize_result
-from sba_core.tools.registry import ToolRegistry
+from sba_core.tools.registry import ToolRegistry, ToolSpec
+from sba_operator.reconcile.admission import admit_run, planned_tools
 from sba_operator.reconcile.jobs import (
     RunRef,
     build_job,
@@ -40,13 +59,19 @@ from sba_operator.reconcile.jobs import (
     token_secret_name,
 )
 from sba_operator.reconcile.model import (
+    ApprovalUpdate,
+    AuditEntry,
+    DeadLetter,
     Decision,
     JobState,
     KubeEvent,
     Observation,
+    ObservedApproval,
     ObservedJob,
     ObservedToolCall,
+    RecordInput,
     StartStep,
+    parse_time,
     termination_detail,
 )
 from sba_operator.settings import ToolSettings
@@ -57,12 +82,27 @@ REASON_TENANT_MISMATCH: Final = "TenantMismatch"
 REASON_TENANT_SUSPENDED: Final = "TenantSuspended"
 REASON_PLANNING_FAILED: Final = "PlanningFailed"
 REASON_STEP_FAILED: Final = "StepFailed"
+REASON_DEAD_LETTERED: Final = "StepDeadLettered"
 REASON_COMPLETED: Final = "Completed"
 REASON_NO_RESULT: Final = "NoResult"
 REASON_JOB_CONFLICT: Final = "JobNameConflict"
+REASON_QUEUED: Final = "Queued"
+REASON_CANCELLED: Final = "Cancelled"
+REASON_DEADLINE: Final = "DeadlineExceeded"
+REASON_STEP_DEADLINE: Final = "StepDeadlineExceeded"
+REASON_APPROVAL_DENIED: Final = "ApprovalDenied"
+REASON_APPROVAL_EXPIRED: Final = "ApprovalExpired"
+REASON_AWAITING_APPROVAL: Final = "AwaitingApproval"
+REASON_AWAITING_INPUT: Final = "AwaitingInput"
 
 COND_PLANNED: Final = "Planned"
 COND_SUCCEEDED: Final = "Succeeded"
+
+SYSTEM_ACTOR: Final = "system:sba-operator"
+UNKNOWN_ACTOR: Final = "unknown"
+STEP_DEADLINE_GRACE: Final = timedelta(seconds=30)
+"""The Job controller enforces activeDeadlineSeconds; the operator steps in only this much later
+(a Job that never started, a controller that is down)."""
 
 MAX_STATUS_PARAMS_CHARS: Final = 2048
 _MAX_PARAM_STRING: Final = 256
@@ -139,6 +179,23 @@ def set_condition(
     return out
 
 
+def _tool_facts(spec: ToolSpec) -> policy.ToolFacts:
+    return policy.ToolFacts(
+        name=str(spec.name),
+        side_effect=spec.side_effect,
+        scopes=tuple(spec.scopes),
+        cost_estimate=spec.cost_estimate,
+    )
+
+
+def _scope_of(params: Mapping[str, Any]) -> list[str]:
+    """The data a step touches, for the approval request (seed 000's `scope`)."""
+    raw = params.get("scope")
+    if isinstance(raw, list):
+        return [str(x) for x in raw]
+    return sorted(k for k, v in params.items() if isinstance(v, list) and v and k != "sources")
+
+
 class _Run:
     """Mutable scratch state of one decision."""
 
@@ -158,6 +215,12 @@ class _Run:
         self.kube_events: list[KubeEvent] = []
         self.start_steps: list[StartStep] = []
         self.delete_secrets: list[str] = []
+        self.delete_jobs: list[str] = []
+        self.record_inputs: list[RecordInput] = []
+        self.approval_updates: list[ApprovalUpdate] = []
+        self.audit: list[AuditEntry] = []
+        self.dead_letters: list[DeadLetter] = []
+        self.answered: set[str] = set()
         self.spec: AgentRunSpec | None = None
         self.tenant: str | None = None
         self._plan: Plan | None = None
@@ -185,17 +248,50 @@ class _Run:
             self.status.conditions, type_, status, reason, message, self.now
         )
 
-    def move(self, target: RunPhase) -> None:
-        self.status.phase = transition(self.status.phase, target)
+    def fire(self, trigger: Trigger) -> None:
+        self.status.phase = fire(self.status.phase, trigger)
+
+    def record_audit(self, actor: str, action: str, payload: dict[str, Any]) -> None:
+        if self.tenant is not None:
+            self.audit.append(
+                AuditEntry(
+                    actor=actor,
+                    action=action,
+                    target=f"agentrun/{self.namespace}/{self.name}",
+                    payload={"runId": self.uid, **payload},
+                )
+            )
 
     # -- terminal outcomes ------------------------------------------------------------------
 
-    def fail(self, reason: str, message: str) -> None:
+    def _stop_steps(self, phase: StepPhase, error: str) -> None:
+        """Settle every unfinished step (cancel, deadline): running Jobs are deleted."""
+        for step in self.status.steps:
+            if step.phase in (StepPhase.SUCCEEDED, StepPhase.SKIPPED, StepPhase.FAILED):
+                continue
+            if step.phase is StepPhase.CANCELLED:
+                continue
+            if step.phase is StepPhase.RUNNING and step.job_name:
+                self.delete_jobs.append(step.job_name)
+                self.delete_secrets.append(token_secret_name(step.job_name))
+            started = step.phase is not StepPhase.PENDING
+            step.phase = phase if started else StepPhase.CANCELLED
+            step.next_attempt_at = None
+            step.deadline_at = None
+            if started:
+                step.finished_at = self.now
+                step.error = clip(error)
+        for name, job in self.obs.jobs.items():
+            if job.state is JobState.ACTIVE and name not in self.delete_jobs:
+                self.delete_jobs.append(name)
+
+    def fail(self, reason: str, message: str, trigger: Trigger = Trigger.FAILED) -> None:
         message = clip(message)
-        self.move(RunPhase.FAILED)
+        self.fire(trigger)
         self.status.reason = reason
         self.status.message = message
         self.status.finished_at = self.now
+        self.status.queue_position = None
         self._finish_usage()
         self.condition(COND_SUCCEEDED, "False", reason, message)
         self.event(
@@ -207,21 +303,62 @@ class _Run:
         self.kube("Failed", f"{reason}: {message}", warning=True)
 
     def complete(self) -> None:
-        self.move(RunPhase.COMPLETED)
-        last = self.status.steps[-1] if self.status.steps else None
+        self.fire(Trigger.STEPS_DONE)
+        done = [s for s in self.status.steps if s.phase is StepPhase.SUCCEEDED]
+        last = done[-1] if done else None
         result = self.status.result or RunResult()
         result.summary = (last.summary if last and last.summary else None) or (
             f"completed {len(self.status.steps)} step(s)"
         )
         self.status.result = result
         self.status.reason = REASON_COMPLETED
-        self.status.message = clip(f"all {len(self.status.steps)} step(s) succeeded")
+        skipped = len(self.status.steps) - len(done)
+        self.status.message = clip(
+            f"all {len(self.status.steps)} step(s) succeeded"
+            if not skipped
+            else f"{len(done)} step(s) succeeded, {skipped} skipped"
+        )
         self.status.finished_at = self.now
         self.status.current_step = None
         self._finish_usage()
         self.condition(COND_SUCCEEDED, "True", REASON_COMPLETED, self.status.message)
         self.event("phase:completed", EventType.COMPLETED, result.wire())
         self.kube("Completed", f"run completed: {result.summary}")
+
+    def cancel(self) -> None:
+        assert self.spec is not None
+        assert self.spec.cancel is not None
+        who = self.spec.cancel.requested_by or UNKNOWN_ACTOR
+        why = self.spec.cancel.reason
+        self._stop_steps(StepPhase.CANCELLED, f"cancelled by {who}")
+        self.fire(Trigger.CANCELLED)
+        message = clip(f"cancelled by {who}" + (f": {why}" if why else ""))
+        self.status.reason = REASON_CANCELLED
+        self.status.message = message
+        self.status.cancellation = Cancellation(requested_by=who, reason=why, at=self.now)
+        self.status.finished_at = self.now
+        self.status.current_step = None
+        self.status.queue_position = None
+        self._finish_usage()
+        self.condition(COND_SUCCEEDED, "False", REASON_CANCELLED, message)
+        self.event(
+            "phase:cancelled",
+            EventType.CANCELLED,
+            {"requestedBy": who, "reason": why, "deletedJobs": sorted(self.delete_jobs)},
+            level=EventLevel.WARNING,
+        )
+        self.kube("Cancelled", message, warning=True)
+        self.record_audit(who, "run.cancelled", {"reason": why})
+
+    def deadline_exceeded(self) -> None:
+        assert self.status.deadline_at is not None
+        message = (
+            f"the run's deadline ({self.status.deadline_at.isoformat()}) passed"
+            f" in phase {self.status.phase}"
+        )
+        self._stop_steps(StepPhase.FAILED, f"{REASON_DEADLINE}: {message}")
+        self.status.current_step = None
+        self.fail(REASON_DEADLINE, message, Trigger.DEADLINE_EXCEEDED)
 
     def _finish_usage(self) -> None:
         self.status.usage.tool_calls = sum(step.attempts for step in self.status.steps)
@@ -254,17 +391,32 @@ class _Run:
                 return planned
         raise PlanningError(f"step {step.id!r} ({step.tool}) is no longer in the run's plan")
 
+    def retry_policy(self, step: StepStatus) -> RetryPolicy:
+        assert self.spec is not None
+        for i, planned in enumerate(self.spec.plan or []):
+            if (planned.id or f"s{i + 1}") == step.id and planned.retry is not None:
+                return planned.retry
+        return self.spec.retry
+
+    def step_timeout(self, step: StepStatus) -> int:
+        assert self.spec is not None
+        for i, planned in enumerate(self.spec.plan or []):
+            if (planned.id or f"s{i + 1}") == step.id and planned.timeout_seconds is not None:
+                return planned.timeout_seconds
+        return self.tools.job.active_deadline_seconds
+
     # -- the run ----------------------------------------------------------------------------
 
     def ref(self) -> RunRef:
         assert self.tenant is not None
         return RunRef(uid=self.uid, name=self.name, namespace=self.namespace, tenant=self.tenant)
 
-    def current_step_text(self, step: StepStatus) -> str:
-        return f"{step.index + 1}/{len(self.status.steps)} {step.tool}"
+    def current_step_text(self, step: StepStatus, note: str = "") -> str:
+        text = f"{step.index + 1}/{len(self.status.steps)} {step.tool}"
+        return f"{text} ({note})" if note else text
 
     def admit(self, spec: AgentRunSpec) -> bool:
-        """Tenant checks before a run is planned; False when the run was failed."""
+        """Tenant checks before a run is planned; False when the run failed or must wait."""
         expected = group.tenant_namespace(spec.tenant)
         if self.namespace != expected:
             self.fail(
@@ -273,19 +425,67 @@ class _Run:
                 f" not {self.namespace!r}",
             )
             return False
-        if self.obs.tenant is None or self.obs.tenant.name != spec.tenant:
-            self.fail(REASON_TENANT_MISMATCH, f"tenant {spec.tenant!r} does not exist")
+        refusal = admit_run(spec, self.obs.tenant, planned_tools(self.plan))
+        if refusal is None:
+            return True
+        if refusal.waits:
+            self.status.reason = refusal.reason
+            self.status.message = clip(refusal.message)
             return False
-        if self.obs.tenant.suspended:
-            self.fail(REASON_TENANT_SUSPENDED, f"tenant {spec.tenant!r} is suspended")
-            return False
-        return True
+        self.fail(refusal.reason, refusal.message)
+        return False
+
+    def queue_position(self) -> int | None:
+        """1-based place in the tenant's FIFO queue when no slot is free; None: admit now."""
+        limit = self.obs.tenant.max_concurrent_runs if self.obs.tenant else None
+        peers = self.obs.peers
+        if limit is None or peers is None:
+            return None
+        meta = self.obs.run.get("metadata") or {}
+        mine = (parse_time(meta.get("creationTimestamp")) or self.now, self.name)
+        others = [p for p in peers if p.uid != self.uid]
+        active = sum(1 for p in others if holds_slot(p.phase))
+        ahead = sum(
+            1
+            for p in others
+            if p.phase is RunPhase.PENDING and not p.cancelled and p.queue_key < mine
+        )
+        if ahead < limit - active:
+            return None
+        return ahead + 1
+
+    def queue(self, position: int) -> None:
+        assert self.obs.tenant is not None
+        limit = self.obs.tenant.max_concurrent_runs
+        self.status.reason = REASON_QUEUED
+        self.status.queue_position = position
+        self.status.message = (
+            f"waiting for a slot: tenant {self.tenant!r} is at maxConcurrentRuns={limit};"
+            f" position {position} in its queue"
+        )
+        self.condition(COND_SUCCEEDED, "Unknown", REASON_QUEUED, self.status.message)
+        self.event(
+            "phase:pending", EventType.PENDING, {"name": self.name, "namespace": self.namespace}
+        )
+        self.event(
+            "queued",
+            EventType.QUEUED,
+            {"position": position, "maxConcurrentRuns": limit},
+        )
+        if self.old.reason != REASON_QUEUED:
+            self.kube("Queued", self.status.message)
 
     def start_planning(self) -> None:
-        self.move(RunPhase.PLANNING)
+        assert self.spec is not None
+        self.fire(Trigger.ADMITTED)
         self.status.started_at = self.status.started_at or self.now
+        if self.spec.deadline_seconds is not None:
+            self.status.deadline_at = self.status.started_at + timedelta(
+                seconds=self.spec.deadline_seconds
+            )
         self.status.reason = None
         self.status.message = None
+        self.status.queue_position = None
         self.condition(COND_SUCCEEDED, "Unknown", "Planning", "planning the run")
         self.event(
             "phase:pending", EventType.PENDING, {"name": self.name, "namespace": self.namespace}
@@ -319,10 +519,12 @@ class _Run:
             },
         )
         self.kube("Planned", message)
-        self.move(RunPhase.EXECUTING)
+        self.fire(Trigger.PLANNED)
         self.condition(COND_SUCCEEDED, "Unknown", "Executing", "running the plan's steps")
         self.event("phase:executing", EventType.EXECUTING)
         return True
+
+    # -- steps ------------------------------------------------------------------------------
 
     def start_action(self, step: StepStatus) -> StartStep:
         planned = self.planned_step(step)
@@ -339,7 +541,12 @@ class _Run:
             job_name=name,
             secret_name=token_secret_name(name),
             job=build_job(
-                run=ref, step_id=step.id, attempt=step.attempts, spec=spec, tools=self.tools
+                run=ref,
+                step_id=step.id,
+                attempt=step.attempts,
+                spec=spec,
+                tools=self.tools,
+                active_deadline_seconds=self.step_timeout(step),
             ),
             claims=StepClaims(
                 run_id=self.uid,
@@ -360,8 +567,14 @@ class _Run:
         step.job_name = name
         step.started_at = self.now
         step.finished_at = None
-        step.error = None
+        step.next_attempt_at = None
+        step.max_attempts = self.retry_policy(step).max_attempts
+        step.deadline_at = (
+            self.now + timedelta(seconds=self.step_timeout(step)) + (STEP_DEADLINE_GRACE)
+        )
         self.status.current_step = self.current_step_text(step)
+        self.status.reason = None
+        self.status.message = None
         self.status.usage.tool_calls = sum(s.attempts for s in self.status.steps)
         self.condition(COND_SUCCEEDED, "Unknown", "Executing", f"step {self.status.current_step}")
         existing = self.obs.jobs.get(name)
@@ -392,6 +605,7 @@ class _Run:
         step.summary = summarize_result(step.tool, call.result)
         step.result_ref = call.id
         step.error = None
+        step.deadline_at = None
         artifact = artifact_id_of(step.tool, call.result)
         if artifact:
             result = self.status.result or RunResult()
@@ -423,13 +637,18 @@ class _Run:
         error: str,
         job: ObservedJob | None = None,
         call: ObservedToolCall | None = None,
+        kind: FailureKind = FailureKind.PERMANENT,
     ) -> None:
+        """The attempt failed: retry it after a backoff, dead-letter the step, or fail it."""
         step.phase = StepPhase.FAILED
         step.finished_at = self._finished_at(call, job)
         step.error = clip(f"{reason}: {error}")
+        step.deadline_at = None
         if call is not None and call.success is not None:
             step.result_ref = call.id  # the tool reported: its error is stored in full
         self._step_seconds()
+        retry = self.retry_policy(step)
+        step.max_attempts = retry.max_attempts
         self.event(
             f"step:{step.id}:{step.attempts}:failed",
             EventType.STEP_FAILED,
@@ -440,12 +659,53 @@ class _Run:
                 "attempt": step.attempts,
                 "reason": reason,
                 "error": step.error,
+                "retryable": kind is FailureKind.TRANSIENT,
             },
             level=EventLevel.ERROR,
         )
         self.kube("StepFailed", f"step {step.id} ({step.tool}): {step.error}", warning=True)
         if step.job_name:
             self.delete_secrets.append(token_secret_name(step.job_name))
+        if should_retry(retry, kind, step.attempts):
+            step.phase = StepPhase.BACKOFF
+            step.next_attempt_at = next_attempt_at(
+                retry, step.attempts, self.now, seed=f"{self.uid}:{step.id}"
+            ).replace(microsecond=0)
+            self.status.current_step = self.current_step_text(step, "retrying")
+            self.event(
+                f"step:{step.id}:{step.attempts}:retrying",
+                EventType.STEP_RETRYING,
+                {
+                    "stepId": step.id,
+                    "attempt": step.attempts,
+                    "nextAttempt": step.attempts + 1,
+                    "maxAttempts": retry.max_attempts,
+                    "nextAttemptAt": step.next_attempt_at.isoformat(),
+                },
+                level=EventLevel.WARNING,
+            )
+        elif kind is FailureKind.TRANSIENT:
+            step.dead_lettered = True
+            self.dead_letters.append(
+                DeadLetter(
+                    step_id=step.id,
+                    tool=step.tool,
+                    attempts=step.attempts,
+                    error=step.error,
+                    params=dict(step.params),
+                )
+            )
+            self.event(
+                f"step:{step.id}:dead_lettered",
+                EventType.STEP_DEAD_LETTERED,
+                {
+                    "stepId": step.id,
+                    "tool": step.tool,
+                    "attempts": step.attempts,
+                    "lastError": step.error,
+                },
+                level=EventLevel.ERROR,
+            )
 
     def _finished_at(self, call: ObservedToolCall | None, job: ObservedJob | None) -> datetime:
         for candidate in (job.finished_at if job else None, call.finished_at if call else None):
@@ -472,6 +732,19 @@ class _Run:
                 # The Job is gone (TTL, deleted) but the tool reported: take its word.
                 self._settle_from_call(step, call, None)
                 return True
+            if step.deadline_at is not None and self.now >= step.deadline_at:
+                # The Job outlived its deadline (or never ran): stop it and count a failure.
+                if job is not None:
+                    self.delete_jobs.append(step.job_name)
+                self.step_failed(
+                    step,
+                    REASON_STEP_DEADLINE,
+                    f"no result {self.step_timeout(step)}s after the attempt started",
+                    job,
+                    call,
+                    FailureKind.TRANSIENT,
+                )
+                return True
             if job is None:
                 if step.job_name in self.obs.foreign_jobs:
                     self.step_failed(
@@ -492,13 +765,15 @@ class _Run:
                 )
             return True
         # Failed: prefer the tool's own error, then its termination message, then the Job's.
+        reported = call is not None and call.success is False
         error = (
             (call.error if call is not None and call.success is False else None)
             or termination_detail(job.termination_message)
             or job.message
             or "the Job failed"
         )
-        self.step_failed(step, job.reason or "Failed", error, job, call)
+        kind = classify_job_failure(job.reason, reported)
+        self.step_failed(step, job.reason or "Failed", error, job, call, kind)
         return True
 
     def _settle_from_call(
@@ -511,9 +786,282 @@ class _Run:
                 step, "ToolError", call.error or "the tool reported a failure", job, call
             )
 
+    # -- user input -------------------------------------------------------------------------
+
+    def await_input(self, step: StepStatus) -> bool:
+        """A `user.input` step; True when it settled (its value is recorded and observed)."""
+        assert self.spec is not None
+        value = self.spec.inputs.get(step.id)
+        if step.phase is StepPhase.PENDING:
+            step.phase = StepPhase.AWAITING_INPUT
+            step.started_at = self.now
+            prompt = self.planned_step(step).params.get("prompt")
+            self.status.current_step = self.current_step_text(step, "waiting for input")
+            self.status.reason = REASON_AWAITING_INPUT
+            self.status.message = clip(f"step {step.id!r} waits for input: {prompt}")
+            self.event(
+                f"step:{step.id}:awaiting_input",
+                EventType.AWAITING_INPUT,
+                {"stepId": step.id, "index": step.index, "prompt": prompt},
+            )
+            self.kube("AwaitingInput", self.status.message)
+        if value is None:
+            return False
+        spec = self.registry[step.tool]
+        if step.phase is StepPhase.AWAITING_INPUT:
+            step.phase = StepPhase.RUNNING
+            step.attempts = 1
+            self.status.reason = None
+            self.status.message = None
+            self.status.current_step = self.current_step_text(step)
+            self.event(
+                f"step:{step.id}:input_received",
+                EventType.INPUT_RECEIVED,
+                {"stepId": step.id, "chars": len(value)},
+            )
+        call = self.obs.tool_calls.get((step.id, step.attempts))
+        if call is not None and call.success:
+            self.step_succeeded(step, call, None)
+            return True
+        # Stored by the driver (idempotently); the next reconcile observes it.
+        self.record_inputs.append(
+            RecordInput(
+                step_id=step.id,
+                attempt=step.attempts,
+                tool=step.tool,
+                tool_version=spec.version,
+                value=value,
+            )
+        )
+        return False
+
+    # -- approvals --------------------------------------------------------------------------
+
+    def approval_terms(self, step: StepStatus) -> ApprovalPolicy | None:
+        assert self.spec is not None
+        tenant_policy = self.obs.tenant.approval_policy if self.obs.tenant else None
+        facts = _tool_facts(self.registry[step.tool])
+        return policy.effective_policy(tenant_policy, self.spec.approval_policy, facts)
+
+    def request_approval(self, step: StepStatus, terms: ApprovalPolicy) -> None:
+        spec = self.registry[step.tool]
+        planned = self.planned_step(step)
+        digest = policy.approval_digest(
+            tool=step.tool,
+            params=planned.params,
+            run_uid=self.uid,
+            step_id=step.id,
+            attempt=step.attempts + 1,
+        )
+        request = policy.new_request(terms, _tool_facts(spec), digest=digest, now=self.now)
+        step.approval = request
+        step.phase = StepPhase.AWAITING_APPROVAL
+        self.fire(Trigger.APPROVAL_REQUIRED)
+        self.status.current_step = self.current_step_text(step, "awaiting approval")
+        self.status.reason = REASON_AWAITING_APPROVAL
+        self.status.message = clip(
+            f"step {step.id!r} ({step.tool}) needs approval by {request.expires_at.isoformat()}"
+        )
+        self.condition(COND_SUCCEEDED, "Unknown", REASON_AWAITING_APPROVAL, self.status.message)
+        self.event(
+            f"approval:{step.id}:requested",
+            EventType.AWAITING_APPROVAL,
+            {
+                "action": step.tool,
+                "costEstimate": request.cost_estimate,
+                "scope": _scope_of(planned.params),
+                "requires": request.requires,
+                "stepId": step.id,
+                "attempt": step.attempts + 1,
+                "params": compact_params(planned.params),
+                "approvers": request.approvers,
+                "approverGroups": request.approver_groups,
+                "quorum": request.quorum,
+                "requestedAt": request.requested_at.isoformat(),
+                "expiresAt": request.expires_at.isoformat(),
+                "digest": request.digest,
+            },
+        )
+        self.kube("AwaitingApproval", self.status.message)
+
+    def _answer(
+        self, approval: ObservedApproval, outcome: ApprovalOutcome, reason: str, msg: str
+    ) -> None:
+        self.answered.add(approval.name)
+        status = ApprovalStatus(
+            outcome=outcome,
+            reason=reason,
+            message=clip(msg),
+            run_uid=self.uid,
+            processed_at=self.now,
+        )
+        self.approval_updates.append(ApprovalUpdate(approval.name, status.wire()))
+
+    def fold_answers(self, step: StepStatus) -> None:
+        """Count the Approvals for the waiting step; reject those that cannot count."""
+        request = step.approval
+        assert request is not None
+        for approval in self.obs.approvals:
+            if approval.name in self.answered:
+                continue
+            answer = _parse_answer(approval)
+            if answer is None or answer.step_id != step.id:
+                continue
+            if any(d.approval == approval.name for d in request.decisions):
+                # Recorded before a crash; only the Approval's status is missing.
+                self._answer(approval, ApprovalOutcome.ACCEPTED, "Accepted", "counted")
+                continue
+            problem = policy.check_answer(
+                request, answer, waiting=request.state is ApprovalState.PENDING
+            )
+            if problem is not None:
+                code, message = problem
+                self._answer(approval, ApprovalOutcome.REJECTED, code, message)
+                continue
+            ts = approval.created_at.replace(microsecond=0)
+            policy.record(request, answer, approval.name, ts)
+            self._answer(
+                approval,
+                ApprovalOutcome.ACCEPTED,
+                "Accepted",
+                f"{answer.decision} by {answer.approver} counted for step {step.id!r}",
+            )
+            self.event(
+                f"approval:{approval.name}:answered",
+                EventType.APPROVAL_ANSWERED,
+                {
+                    "stepId": step.id,
+                    "approver": answer.approver,
+                    "decision": str(answer.decision),
+                    "reason": answer.reason,
+                    "ts": ts.isoformat(),
+                },
+            )
+            self.record_audit(
+                answer.approver,
+                f"approval.{answer.decision}",
+                {
+                    "stepId": step.id,
+                    "approval": approval.name,
+                    "reason": answer.reason,
+                    "digest": request.digest,
+                    "action": request.action,
+                    "ts": ts.isoformat(),
+                },
+            )
+
+    def settle_approval(self, step: StepStatus) -> bool:
+        """Decide the waiting step; True when the run moved on (the loop continues)."""
+        request = step.approval
+        assert request is not None
+        self.fold_answers(step)
+        state = policy.tally(request)
+        if state is ApprovalState.PENDING and self.now >= request.expires_at:
+            state = ApprovalState.EXPIRED
+        if state is ApprovalState.PENDING:
+            return False
+        request.state = state
+        request.decided_at = self.now
+        payload: dict[str, Any] = {
+            "stepId": step.id,
+            "action": request.action,
+            "digest": request.digest,
+            "decisions": [d.wire() for d in request.decisions],
+        }
+        if state is ApprovalState.APPROVED:
+            self.fire(Trigger.APPROVED)
+            step.phase = StepPhase.PENDING
+            self.status.reason = None
+            self.status.message = None
+            self.event(f"approval:{step.id}:approved", EventType.APPROVED, payload)
+            self.kube("Approved", f"step {step.id} ({step.tool}) approved")
+            return True
+        denied = state is ApprovalState.DENIED
+        outcome = request.on_deny if denied else request.on_expire
+        if denied:
+            who = next(d for d in request.decisions if d.decision == "denied")
+            text = f"denied by {who.approver}" + (f": {who.reason}" if who.reason else "")
+            self.event(f"approval:{step.id}:denied", EventType.DENIED, payload)
+        else:
+            text = f"nobody approved it by {request.expires_at.isoformat()}"
+            self.event(
+                f"approval:{step.id}:expired",
+                EventType.EXPIRED,
+                {**payload, "expiresAt": request.expires_at.isoformat()},
+                level=EventLevel.WARNING,
+            )
+            self.record_audit(
+                SYSTEM_ACTOR,
+                "approval.expired",
+                {"stepId": step.id, "digest": request.digest, "action": request.action},
+            )
+        step.finished_at = self.now
+        step.error = clip(f"{'ApprovalDenied' if denied else 'ApprovalExpired'}: {text}")
+        if outcome is OnOutcome.SKIP:
+            step.phase = StepPhase.SKIPPED
+            self.fire(Trigger.DENIED_SKIPPED if denied else Trigger.EXPIRED_SKIPPED)
+            self.status.reason = None
+            self.status.message = None
+            self.event(
+                f"step:{step.id}:skipped",
+                EventType.STEP_SKIPPED,
+                {"stepId": step.id, "reason": step.error},
+                level=EventLevel.WARNING,
+            )
+            self.kube("StepSkipped", f"step {step.id} ({step.tool}) skipped: {text}", True)
+            return True
+        step.phase = StepPhase.FAILED
+        self.fail(
+            REASON_APPROVAL_DENIED if denied else REASON_APPROVAL_EXPIRED,
+            f"step {step.id!r} ({step.tool}) {text}",
+            Trigger.DENIED if denied else Trigger.EXPIRED,
+        )
+        return False
+
+    def reject_unanswered(self) -> None:
+        """Approvals nothing counted: the step is not waiting, or not this run's."""
+        steps = {s.id: s for s in self.status.steps}
+        for approval in self.obs.approvals:
+            if approval.name in self.answered:
+                continue
+            answer = _parse_answer(approval)
+            if answer is None:
+                self._answer(
+                    approval, ApprovalOutcome.REJECTED, "Invalid", "spec is not a valid Approval"
+                )
+                continue
+            step = steps.get(answer.step_id)
+            if step is None and self.status.steps:
+                self._answer(
+                    approval,
+                    ApprovalOutcome.REJECTED,
+                    RejectReason.STEP_NOT_FOUND,
+                    f"run {self.name!r} has no step {answer.step_id!r}",
+                )
+                continue
+            if step is not None and any(
+                d.approval == approval.name
+                for d in (step.approval.decisions if step.approval else [])
+            ):
+                self._answer(approval, ApprovalOutcome.ACCEPTED, "Accepted", "counted")
+                continue
+            where = f"the run is {self.status.phase}"
+            if step is not None:
+                where += f", step {step.id!r} is {step.phase}"
+                if step.approval is not None:
+                    where += f" (approval {step.approval.state})"
+            self._answer(
+                approval,
+                ApprovalOutcome.REJECTED,
+                RejectReason.NOT_WAITING,
+                f"step {answer.step_id!r} is not awaiting approval: {where}",
+            )
+
+    # -- the loop ---------------------------------------------------------------------------
+
     def execute(self) -> None:
         """Advance the steps, one at a time, in order."""
-        while self.status.phase is RunPhase.EXECUTING:
+        while self.status.phase in (RunPhase.EXECUTING, RunPhase.AWAITING_APPROVAL):
             step = next(
                 (
                     s
@@ -525,32 +1073,75 @@ class _Run:
             if step is None:
                 self.complete()
                 return
-            if step.phase is StepPhase.FAILED:
+            try:
+                if not self.advance(step):
+                    return
+            except PlanningError as exc:
+                self.fail(REASON_PLANNING_FAILED, str(exc))
+                return
+
+    def advance(self, step: StepStatus) -> bool:
+        """Move `step` on; True when the loop should look at the steps again."""
+        spec = self.registry.get(step.tool)
+        if spec is None:
+            raise PlanningError(f"step {step.id!r} uses unknown tool {step.tool!r}")
+        if step.phase is StepPhase.FAILED:
+            if step.dead_lettered:
+                self.fail(
+                    REASON_DEAD_LETTERED,
+                    f"step {step.id!r} ({step.tool}) dead-lettered after {step.attempts}"
+                    f" attempt(s): {step.error or 'unknown error'}",
+                )
+            else:
                 self.fail(
                     REASON_STEP_FAILED,
                     f"step {step.id!r} ({step.tool}) failed: {step.error or 'unknown error'}",
                 )
-                return
-            if step.phase is StepPhase.PENDING:
-                try:
-                    self.start_step(step)
-                except PlanningError as exc:
-                    self.fail(REASON_PLANNING_FAILED, str(exc))
-                return
-            # running
-            try:
-                settled = self.observe_running(step)
-            except PlanningError as exc:
-                self.fail(REASON_PLANNING_FAILED, str(exc))
-                return
-            if not settled:
-                return
+            return False
+        if step.phase is StepPhase.CANCELLED:
+            self.fail(REASON_STEP_FAILED, f"step {step.id!r} was cancelled")
+            return False
+        if not spec.runs_job:
+            return self.await_input(step)
+        if step.phase is StepPhase.PENDING:
+            if step.approval is None or step.approval.state is not ApprovalState.APPROVED:
+                terms = self.approval_terms(step)
+                if terms is not None:
+                    self.request_approval(step, terms)
+                    return self.settle_approval(step)
+            self.start_step(step)
+            return False
+        if step.phase is StepPhase.AWAITING_APPROVAL:
+            return self.settle_approval(step)
+        if step.phase is StepPhase.BACKOFF:
+            if step.next_attempt_at is not None and self.now < step.next_attempt_at:
+                return False
+            self.start_step(step)
+            return False
+        # running
+        return self.observe_running(step)
+
+    def wake_at(self) -> datetime | None:
+        if is_terminal(self.status.phase):
+            return None
+        times: list[datetime] = []
+        if self.status.deadline_at is not None:
+            times.append(self.status.deadline_at)
+        for step in self.status.steps:
+            if step.phase is StepPhase.BACKOFF and step.next_attempt_at is not None:
+                times.append(step.next_attempt_at)
+            elif step.phase is StepPhase.AWAITING_APPROVAL and step.approval is not None:
+                times.append(step.approval.expires_at)
+            elif step.phase is StepPhase.RUNNING and step.deadline_at is not None:
+                times.append(step.deadline_at)
+        return min(times) if times else None
 
     def run(self) -> None:
         self.status.run_id = self.uid
         if isinstance(self.generation, int):
             self.status.observed_generation = self.generation
         if is_terminal(self.status.phase):
+            self.reject_unanswered()
             return
         try:
             self.spec = AgentRunSpec.model_validate(dict(self.obs.run.get("spec") or {}))
@@ -565,16 +1156,35 @@ class _Run:
             if not self.admit(self.spec):
                 return
             self.tenant = self.spec.tenant
+            if self.spec.cancel is not None:
+                self.cancel()
+                self.reject_unanswered()
+                return
+            position = self.queue_position()
+            if position is not None:
+                self.queue(position)
+                self.reject_unanswered()
+                return
             self.start_planning()
         self.tenant = self.spec.tenant
-        if self.status.phase is RunPhase.PLANNING and not self.finish_planning():
-            return
-        if self.status.phase is RunPhase.EXECUTING:
+        if self.spec.cancel is not None:
+            self.cancel()
+        elif self.status.deadline_at is not None and self.now >= self.status.deadline_at:
+            self.deadline_exceeded()
+        if self.status.phase is RunPhase.PLANNING:
+            self.finish_planning()
+        if self.status.phase in (RunPhase.EXECUTING, RunPhase.AWAITING_APPROVAL):
             self.execute()
+        self.reject_unanswered()
 
     def decision(self) -> Decision:
         changed = self.status.wire() != self.old.wire()
         first_sight = self.tenant is not None and self.old.phase is RunPhase.PENDING
+        # The tenant's queue moved: a slot freed, or a run left the queue (admitted or
+        # finished), so the runs behind it have a new position.
+        left_slot = (holds_slot(self.old.phase) and is_terminal(self.status.phase)) or (
+            self.old.phase is RunPhase.PENDING and self.status.phase is not RunPhase.PENDING
+        )
         return Decision(
             status=self.status,
             status_changed=changed,
@@ -584,9 +1194,23 @@ class _Run:
             phase_changed=self.status.phase != self.old.phase,
             events=tuple(self.events),
             start_steps=tuple(self.start_steps),
-            delete_secrets=tuple(self.delete_secrets),
+            delete_jobs=tuple(dict.fromkeys(self.delete_jobs)),
+            delete_secrets=tuple(dict.fromkeys(self.delete_secrets)),
             kube_events=tuple(self.kube_events),
+            record_inputs=tuple(self.record_inputs),
+            approval_updates=tuple(self.approval_updates),
+            audit=tuple(self.audit),
+            dead_letters=tuple(self.dead_letters),
+            wake_at=self.wake_at(),
+            released_slot=left_slot,
         )
+
+
+def _parse_answer(approval: ObservedApproval) -> ApprovalSpec | None:
+    try:
+        return ApprovalSpec.model_validate(dict(approval.spec))
+    except ValidationError:
+        return None
 
 
 def decide_run(obs: Observation, registry: ToolRegistry, tools: ToolSettings) -> Decision:

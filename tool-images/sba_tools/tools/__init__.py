@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from sba_core.tools.names import ToolName
-from sba_tools.tools import knowledge_search, render_document
+from sba_tools.tools import crm_sync, http_fetch, knowledge_search, render_document, task_create
 from sba_tools.tools.base import AnyImplementation, ToolContext, ToolImplementation
 
 IMPLEMENTATIONS: Mapping[ToolName, AnyImplementation] = {
     ToolName.KNOWLEDGE_SEARCH: knowledge_search.IMPLEMENTATION,
     ToolName.RENDER_DOCUMENT: render_document.IMPLEMENTATION,
+    ToolName.TASK_CREATE: task_create.IMPLEMENTATION,
+    ToolName.CRM_SYNC: crm_sync.IMPLEMENTATION,
+    ToolName.HTTP_FETCH: http_fetch.IMPLEMENTATION,
 }
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
 from sba_core.tools.registry import ToolContractError
+from sba_tools.egress import SafeHttpClient
 from sba_tools.gateway import GatewayClient, StepEnvelope
 from sba_tools.jsonlog import JsonLogger
 
@@ -19,12 +20,14 @@ R = TypeVar("R", bound=BaseModel)
 
 @dataclass(frozen=True)
 class ToolContext:
-    """Everything a tool may use: the gateway, the step it runs, a clock and a logger."""
+    """Everything a tool may use: the gateway, the step it runs, a clock, a logger and
+    the SSRF-safe HTTP client for anything outside the cluster."""
 
     gateway: GatewayClient
     step: StepEnvelope
     now: Callable[[], datetime]
     log: JsonLogger
+    http: SafeHttpClient = field(default_factory=SafeHttpClient)
 
 
 @dataclass(frozen=True)
