@@ -2,10 +2,15 @@
 
 For each of N runs (default 20) of a three-step run — search-a → search-b →
 render.document, the last one gated by the run's approval policy — it measures:
-  - approval_to_job_ms: creating the `Approval` → the gated step's Job exists;
-  - baseline step_to_job_ms (same run): search-a's Job seen Complete → search-b's Job
+  - approval_to_job_ms: creating the `Approval` with kubectl's path (the Kubernetes API,
+    as the admin user) → the gated step's Job exists;
+  - api_approval_to_job_ms (another N runs): `POST /api/v1/runs/{id}/approvals` with a
+    bearer token sent → the gated step's Job exists (the API creates the Approval in the
+    token user's name and waits for the operator's verdict, then answers);
+  - api_approval_response_ms: how long that POST took to answer (201);
+  - baseline step_to_job_ms (same runs): search-a's Job seen Complete → search-b's Job
     exists, i.e. how fast the operator starts the next step without a person involved.
-Both are observed the same way (polling the API server every 20 ms), so the ratio
+All are observed the same way (polling the API server every 20 ms), so the ratio
 is what an approval adds over a plain step transition.
 Usage: python bench/approval_latency.py [--runs N] [--state-dir DIR]
 """
@@ -17,7 +22,9 @@ import json
 import statistics
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -61,7 +68,9 @@ def until(check: Callable[[], Any], timeout: float = 120.0) -> Any:
 
 
 class Bench:
-    def __init__(self, kubeconfig: Path) -> None:
+    def __init__(self, kubeconfig: Path, api_url: str, token: str) -> None:
+        self.api_url = api_url
+        self.token = token
         config.load_kube_config(str(kubeconfig))
         self.custom = client.CustomObjectsApi()
         self.batch = client.BatchV1Api()
@@ -84,7 +93,24 @@ class Bench:
             raise RuntimeError(f"job {name} failed")
         return conds.get("Complete") == "True"
 
-    def run(self) -> tuple[float, float]:
+    def approve_via_api(self, run_uid: str, step_id: str) -> float:
+        """POST the approval with the bearer token; the seconds until the API answered."""
+        request = urllib.request.Request(
+            f"{self.api_url}/api/v1/runs/{run_uid}/approvals",
+            data=json.dumps({"stepId": step_id, "approval": {"status": "approved"}}).encode(),
+            headers={
+                "Authorization": f"Bearer {self.token}",
+                "Content-Type": "application/json",
+            },
+            method="POST",
+        )
+        started = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            if resp.status != 201:
+                raise RuntimeError(f"approval answered {resp.status}: {resp.read()[:300]!r}")
+        return time.perf_counter() - started
+
+    def run(self, via_api: bool = False) -> tuple[float, float, float | None]:
         name = f"bench-apr-{uuid.uuid4().hex[:6]}"
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
@@ -115,6 +141,24 @@ class Bench:
             return str(status["steps"][2]["approval"]["digest"])
 
         digest = until(waiting)
+        if via_api:
+            obj: Any = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.ns, "agentruns", name
+            )
+            uid = str(obj["metadata"]["uid"])
+            answered: list[float] = []
+            started = time.perf_counter()
+            # The POST waits for the operator's verdict; the Job may appear before it answers.
+            poster = threading.Thread(
+                target=lambda: answered.append(self.approve_via_api(uid, "doc"))
+            )
+            poster.start()
+            until(lambda: self.job(f"{name}-doc-a1"))
+            job_after = time.perf_counter() - started
+            poster.join()
+            if not answered:
+                raise RuntimeError(f"the approval of {name} through the API failed")
+            return job_after, step_to_job, answered[0]
         approval = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "Approval",
@@ -130,24 +174,36 @@ class Bench:
         started = time.perf_counter()
         self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, "approvals", approval)
         until(lambda: self.job(f"{name}-doc-a1"))
-        return time.perf_counter() - started, step_to_job
+        return time.perf_counter() - started, step_to_job, None
 
 
-def measure(kubeconfig: Path, runs: int) -> dict[str, Any]:
-    bench = Bench(kubeconfig)
+def measure(kubeconfig: Path, api_url: str, token: str, runs: int) -> dict[str, Any]:
+    bench = Bench(kubeconfig, api_url, token)
     bench.run()  # warm-up
-    approval, baseline = [], []
+    bench.run(via_api=True)
+    approval, api_approval, api_response, baseline = [], [], [], []
     for _ in range(runs):
-        a, b = bench.run()
+        a, b, _ = bench.run()
         approval.append(a * 1000)
         baseline.append(b * 1000)
-    a_s, b_s = summary(approval), summary(baseline)
+    for _ in range(runs):
+        a, b, answered = bench.run(via_api=True)
+        api_approval.append(a * 1000)
+        baseline.append(b * 1000)
+        assert answered is not None
+        api_response.append(answered * 1000)
+    a_s, api_s, b_s = summary(approval), summary(api_approval), summary(baseline)
     return {
         "benchmark": "approval_latency",
         "runs": runs,
         "approval_to_job_ms": a_s,
+        "api_approval_to_job_ms": api_s,
+        "api_approval_response_ms": summary(api_response),
         "baseline": {"step_to_job_ms": b_s},
-        "ratios": {"approval_over_plain_step": round(a_s["median"] / max(b_s["median"], 0.1), 2)},
+        "ratios": {
+            "approval_over_plain_step": round(a_s["median"] / max(b_s["median"], 0.1), 2),
+            "api_approval_over_plain_step": round(api_s["median"] / max(b_s["median"], 0.1), 2),
+        },
     }
 
 
@@ -161,7 +217,7 @@ def main() -> int:
     stack = up(default_repo_root(), state_dir=state, ports=StackPorts.ephemeral())
     try:
         assert stack.control_plane is not None
-        result = measure(stack.control_plane.kubeconfig, args.runs)
+        result = measure(stack.control_plane.kubeconfig, stack.api_url, stack.token, args.runs)
     finally:
         stack.stop()
     print(json.dumps(result, indent=2))

@@ -29,13 +29,16 @@ from sba_api.services.artifacts import ArtifactService
 from sba_api.services.audit import AuditService
 from sba_api.services.events import EventService
 from sba_api.services.gateway import GatewayService
+from sba_api.services.idempotency import IdempotencyService
 from sba_api.services.knowledge import KnowledgeService
+from sba_api.services.run_actions import RunActionService
 from sba_api.services.runs import RunService
 from sba_api.services.step_config import StepConfigSource
 from sba_api.services.stream_tokens import StreamTokenService
 from sba_api.services.system import SystemService
 from sba_api.services.tasks import TaskService
 from sba_api.services.tenants import TenantService
+from sba_api.services.tool_execution import ToolExecutionService
 from sba_api.settings import EmbeddingProvider, Settings
 from sba_core.knowledge import Embedder, HashingEmbedder
 from sba_core.tools.registry import builtin_registry
@@ -44,6 +47,7 @@ from sba_store.audit import AuditRepository
 from sba_store.db import create_pool
 from sba_store.eventbus import RunEventListener
 from sba_store.events import EventRepository
+from sba_store.idempotency import IdempotencyRepository
 from sba_store.knowledge import KnowledgeRepository
 from sba_store.runs import RunRepository
 from sba_store.tasks import TaskRepository
@@ -123,6 +127,14 @@ async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services
             settings.auth.stream_token_ttl_seconds,
         ),
         tasks=TaskService(TaskRepository(pool), ToolCallRepository(pool)),
+        run_actions=RunActionService(
+            run_service,
+            kube,
+            audit,
+            approval_wait_seconds=settings.run_actions.approval_wait_seconds,
+        ),
+        tool_execution=ToolExecutionService(run_service, registry),
+        idempotency=IdempotencyService(IdempotencyRepository(pool), settings.idempotency),
     )
 
 

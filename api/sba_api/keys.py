@@ -13,12 +13,15 @@ from sba_api.services.artifacts import ArtifactService
 from sba_api.services.audit import AuditService
 from sba_api.services.events import EventService
 from sba_api.services.gateway import GatewayService
+from sba_api.services.idempotency import IdempotencyService
 from sba_api.services.knowledge import KnowledgeService
+from sba_api.services.run_actions import RunActionService
 from sba_api.services.runs import RunService
 from sba_api.services.stream_tokens import StreamTokenService
 from sba_api.services.system import SystemService
 from sba_api.services.tasks import TaskService
 from sba_api.services.tenants import TenantService
+from sba_api.services.tool_execution import ToolExecutionService
 from sba_api.settings import Settings
 from sba_core.auth.permissions import Principal
 
@@ -36,6 +39,11 @@ class Services:
     stream_tokens: StreamTokenService
     tasks: TaskService | None = None
     """task.create's store behind /internal/v1/tasks (None: answered 503)."""
+    run_actions: RunActionService | None = None
+    """Approve, cancel, continue (None: answered 503)."""
+    tool_execution: ToolExecutionService | None = None
+    idempotency: IdempotencyService | None = None
+    """None: Idempotency-Key is not honoured (in-process unit-test apps only)."""
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -46,5 +54,7 @@ LIMITS = web.AppKey("request_limits", RequestLimits)
 """Present when Redis is: request rate limits and the SSE stream cap."""
 
 REQUEST_ID = web.RequestKey("request_id", str)
+RAW_BODY = web.RequestKey("raw_body", bytes)
+"""The request body, when something read it before the handler (idempotency keys)."""
 PRINCIPAL = web.RequestKey("principal", Principal)
 """Set by the auth middleware on every bearer-authenticated route."""

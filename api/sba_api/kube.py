@@ -1,4 +1,4 @@
-"""The API's Kubernetes adapter: AgentRun create/get through CustomObjectsApi.
+"""The API's Kubernetes adapter: AgentRuns, Approvals and Tenants through CustomObjectsApi.
 
 The `kubernetes` client is synchronous; every call runs in a worker thread.
 `ApiException` and connection errors never leave this module: they become
@@ -27,7 +27,7 @@ from sba_api.errors import (
     UpstreamError,
 )
 from sba_api.settings import KubernetesSettings
-from sba_core.group import AGENTRUN_PLURAL, GROUP, TENANT_PLURAL, VERSION
+from sba_core.group import AGENTRUN_PLURAL, APPROVAL_PLURAL, GROUP, TENANT_PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,18 @@ class SpecRejected(BadRequest):
 
 class AgentRunNotFound(NotFound):
     code = "run_not_found"
+
+
+class PatchConflict(Exception):
+    """The object changed since it was read (409), or a rule refused the change (422).
+
+    Not an ApiError: the run-actions service re-reads the run and decides what to answer.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 def _status_body(exc: ApiException) -> dict[str, Any]:
@@ -178,6 +190,77 @@ class KubeClient:
                     raise
 
         await self._call("delete the AgentRun", call)
+
+    async def patch_agent_run(
+        self, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch an AgentRun's spec; None when it is gone.
+
+        Put `metadata.resourceVersion` in `patch` for optimistic concurrency: a 409
+        (changed since read) or 422 (a CEL rule refused) raises `PatchConflict`.
+        """
+
+        def call() -> dict[str, Any] | None:
+            try:
+                return cast(
+                    dict[str, Any],
+                    self._custom.patch_namespaced_custom_object(
+                        GROUP,
+                        VERSION,
+                        namespace,
+                        AGENTRUN_PLURAL,
+                        name,
+                        patch,
+                        _content_type="application/merge-patch+json",
+                    ),
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                if exc.status in (409, 422):
+                    message = str(_status_body(exc).get("message") or exc.reason or "")
+                    raise PatchConflict(exc.status, message) from exc
+                raise
+
+        return await self._call("patch the AgentRun", call)
+
+    async def create_approval(
+        self, namespace: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        """Create an Approval; (object, created). One of that name already there: (it, False)."""
+
+        def call() -> tuple[dict[str, Any], bool]:
+            try:
+                created = self._custom.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, APPROVAL_PLURAL, body
+                )
+                return cast(dict[str, Any], created), True
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+            name = str(body["metadata"]["name"])
+            existing = self._custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, APPROVAL_PLURAL, name
+            )
+            return cast(dict[str, Any], existing), False
+
+        return await self._call("create the Approval", call)
+
+    async def get_approval(self, namespace: str, name: str) -> dict[str, Any] | None:
+        def call() -> dict[str, Any] | None:
+            try:
+                return cast(
+                    dict[str, Any],
+                    self._custom.get_namespaced_custom_object(
+                        GROUP, VERSION, namespace, APPROVAL_PLURAL, name
+                    ),
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+
+        return await self._call("read the Approval", call)
 
     async def get_tenant(self, name: str) -> dict[str, Any] | None:
         """The (cluster-scoped) Tenant resource, or None."""

@@ -20,6 +20,8 @@ from sba_core.auth.permissions import Permission
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 REF_TEMPLATE = "#/components/schemas/{model}"
+IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
+IDEMPOTENCY_KEY_PATTERN: Final = r"^[\x20-\x7e]{1,200}$"
 _PATH_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _STATUS_TEXT = {
     200: "OK",
@@ -30,6 +32,7 @@ _STATUS_TEXT = {
     401: "Missing, invalid or expired step token",
     403: "Not allowed for this step's tool",
     404: "Not found",
+    409: "Conflict: the resource is not in a state that allows this",
     413: "Body too large",
     415: "Content-Type is not application/json",
     422: "Result does not fit the tool's contract (recorded as failed)",
@@ -74,6 +77,9 @@ class RouteSpec:
     """No authentication at all (health, metrics, this document)."""
     stream_token: bool = False
     """Also accepts a run-scoped stream token as `?access_token=` (EventSource clients)."""
+    idempotent: bool = False
+    """Honours `Idempotency-Key` (`add_routes` wraps the handler; see
+    sba_api.services.idempotency): documents the header and the 409s it can cause."""
 
     @property
     def bearer(self) -> bool:
@@ -119,6 +125,26 @@ def _parameters(route: RouteSpec, query_schema: Mapping[str, Any] | None) -> lis
             if "description" in schema:
                 param["description"] = schema["description"]
             params.append(param)
+    if route.idempotent:
+        params.append(
+            {
+                "name": IDEMPOTENCY_HEADER,
+                "in": "header",
+                "required": False,
+                "description": "Makes the request safe to retry (1-200 printable ASCII"
+                " characters, unique per tenant, kept 24 h): a replay with the same body"
+                " returns the first response with `Idempotent-Replayed: true`; the same key"
+                " with another body or route is 409 `idempotency_key_reused`; a duplicate"
+                " of a request still in flight waits for it, or gets 409"
+                " `idempotency_request_in_progress` with Retry-After.",
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 200,
+                    "pattern": IDEMPOTENCY_KEY_PATTERN,
+                },
+            }
+        )
     for name, description in route.headers.items():
         params.append(
             {
@@ -184,7 +210,8 @@ def build_openapi(
                 entry["content"] = response_content
             responses[str(status)] = entry
         bearer_errors = set(_BEARER_ERRORS) if route.bearer else set()
-        for status in sorted({*route.errors, *bearer_errors, 500}):
+        idempotency_errors = {400, 409} if route.idempotent else set()
+        for status in sorted({*route.errors, *bearer_errors, *idempotency_errors, 500}):
             description = _STATUS_TEXT.get(status, "Error")
             if route.bearer:
                 description = _BEARER_ERRORS.get(status, description)

@@ -1,9 +1,9 @@
 """Per-tenant and per-principal request limits, and a cap on open SSE streams, in Redis.
 
-Both are shared by every API replica. Requests use an exact sliding-window log
-(one sorted set per scope, scored by the Redis server's clock so replicas with
-skewed clocks agree); one Lua script checks every scope and records the request
-only when all of them admit it, so a refused request costs nobody budget.
+Both are shared by every API replica. Requests use the exact sliding-window log of
+`sba_store.ratelimit` (one sorted set per scope, scored by the Redis server's clock;
+one Lua script checks every scope and records the request only when all of them
+admit it, so a refused request costs nobody budget).
 
 Stream slots are leases: a sorted set per tenant whose members expire unless the
 replica holding them renews them, so a crashed replica's slots free themselves.
@@ -17,41 +17,28 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+# The sliding window itself is shared with the operator (tool calls per minute).
+from sba_store.ratelimit import ADMIT, Decision, Limit, RateLimiter
+
+__all__ = [
+    "ADMIT",
+    "Decision",
+    "Limit",
+    "RateLimiter",
+    "RequestLimits",
+    "StreamSlots",
+    "TenantQuotaCache",
+]
+
 log = logging.getLogger(__name__)
 
 KEY_PREFIX: Final = "sba:rl"
-
-# KEYS: one sorted set per scope. ARGV: window_ms, member, then one limit per key.
-# Returns {admitted (1/0), index of the refusing key (1-based, 0 if admitted), retry_ms}.
-_SLIDING_WINDOW: Final = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[1])
-local member = ARGV[2]
-for i, key in ipairs(KEYS) do
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-  local limit = tonumber(ARGV[2 + i])
-  if redis.call('ZCARD', key) >= limit then
-    local retry = window
-    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    if oldest[2] then retry = tonumber(oldest[2]) + window - now end
-    if limit <= 0 then retry = window end
-    return {0, i, retry}
-  end
-end
-for _, key in ipairs(KEYS) do
-  redis.call('ZADD', key, now, member)
-  redis.call('PEXPIRE', key, window + 1000)
-end
-return {1, 0, 0}
-"""
 
 # KEYS[1]: the tenant's stream slots. ARGV: lease_ms, member, cap.
 _ACQUIRE_SLOT: Final = """
@@ -73,61 +60,6 @@ redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[2])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2)
 return 1
 """
-
-
-@dataclass(frozen=True)
-class Limit:
-    scope: str
-    """`tenant` or `principal`: the label the violation is counted under."""
-    key: str
-    limit: int
-
-
-@dataclass(frozen=True)
-class Decision:
-    admitted: bool
-    scope: str | None = None
-    retry_after_seconds: int = 0
-
-
-ADMIT: Final = Decision(admitted=True)
-
-
-class RateLimiter:
-    def __init__(self, redis: Redis, *, window_seconds: float) -> None:
-        self._redis = redis
-        self._window_ms = int(window_seconds * 1000)
-        self._script: Any = redis.register_script(_SLIDING_WINDOW)
-
-    @staticmethod
-    def tenant_key(tenant: str) -> str:
-        return f"{KEY_PREFIX}:t:{tenant}"
-
-    @staticmethod
-    def principal_key(tenant: str, user: str) -> str:
-        return f"{KEY_PREFIX}:p:{tenant}:{user}"
-
-    async def hit(self, limits: Sequence[Limit]) -> Decision:
-        """Count one request against every limit, or refuse it (counting nothing).
-
-        Redis trouble admits the request: losing the limiter must not take the API down.
-        """
-        if not limits:
-            return ADMIT
-        try:
-            admitted, index, retry_ms = await self._script(
-                keys=[limit.key for limit in limits],
-                args=[self._window_ms, uuid.uuid4().hex, *(limit.limit for limit in limits)],
-            )
-        except RedisError as exc:
-            log.warning("rate limiter unavailable, admitting the request: %s", exc)
-            return ADMIT
-        if int(admitted):
-            return ADMIT
-        seconds = max(1, math.ceil(int(retry_ms) / 1000))
-        return Decision(
-            admitted=False, scope=limits[int(index) - 1].scope, retry_after_seconds=seconds
-        )
 
 
 class StreamSlots:

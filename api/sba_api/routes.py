@@ -15,16 +15,23 @@ from sba_api.handlers import (
     gateway,
     gateway_tasks,
     knowledge,
+    run_actions,
     runs,
     system,
     tenants,
+    tools,
 )
+from sba_api.handlers._idempotency import idempotent
 from sba_api.openapi import Media, RouteSpec
 from sba_api.schemas import (
+    ApprovalIn,
+    ApprovalView,
     ArtifactList,
     ArtifactUploaded,
     AuditList,
     AuditQuery,
+    CancelIn,
+    ContinueIn,
     EventsQuery,
     Health,
     KnowledgeDocumentCreated,
@@ -45,6 +52,8 @@ from sba_api.schemas import (
     TenantUsage,
     TenantView,
     ToolCatalog,
+    ToolExecuteIn,
+    ToolExecution,
     UsageQuery,
 )
 from sba_core.auth.permissions import Permission
@@ -67,6 +76,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         responses={201: RunCreated},
         errors=(*JSON_BODY_ERRORS, 404, 502, 503),
         permission=Permission.RUNS_CREATE,
+        idempotent=True,
     ),
     RouteSpec(
         "GET",
@@ -117,6 +127,64 @@ ROUTES: tuple[RouteSpec, ...] = (
         path_formats=UUID_FORMAT,
         permission=Permission.RUNS_READ,
         stream_token=True,
+    ),
+    RouteSpec(
+        "POST",
+        f"{API}/runs/{{run_id}}/approvals",
+        run_actions.submit_approval,
+        "submitApproval",
+        "Approve or deny the step awaiting approval, as the token's user (seed 000's payload,"
+        " without actor and ts: those come from the token and the server clock). 201 with the"
+        " recorded decision once the operator accepted it; 202 when it has not ruled yet"
+        " (poll the Location)",
+        "runs",
+        request=ApprovalIn,
+        responses={201: ApprovalView, 202: ApprovalView},
+        errors=(*JSON_BODY_ERRORS, 404, 409, 502, 503),
+        path_formats=UUID_FORMAT,
+        permission=Permission.RUNS_APPROVE,
+        idempotent=True,
+    ),
+    RouteSpec(
+        "GET",
+        f"{API}/runs/{{run_id}}/approvals/{{name}}",
+        run_actions.get_approval,
+        "getApproval",
+        "An answer given through the API (or kubectl) and the operator's verdict on it",
+        "runs",
+        responses={200: ApprovalView},
+        errors=(404, 502, 503),
+        path_formats=UUID_FORMAT,
+        permission=Permission.RUNS_READ,
+    ),
+    RouteSpec(
+        "POST",
+        f"{API}/runs/{{run_id}}/cancel",
+        run_actions.cancel_run,
+        "cancelRun",
+        "Stop the run (spec.cancel, requestedBy = the token's user): running Jobs are deleted"
+        " and no further step starts. Repeating the same request changes nothing",
+        "runs",
+        request=CancelIn,
+        responses={202: RunView},
+        errors=(*JSON_BODY_ERRORS, 404, 409, 502, 503),
+        path_formats=UUID_FORMAT,
+        permission=Permission.RUNS_CANCEL,
+        idempotent=True,
+    ),
+    RouteSpec(
+        "POST",
+        f"{API}/runs/{{run_id}}/continue",
+        run_actions.continue_run,
+        "continueRun",
+        "Give a waiting user.input step its input (spec.inputs[stepId]); once only",
+        "runs",
+        request=ContinueIn,
+        responses={202: RunView},
+        errors=(*JSON_BODY_ERRORS, 404, 409, 502, 503),
+        path_formats=UUID_FORMAT,
+        permission=Permission.RUNS_CONTINUE,
+        idempotent=True,
     ),
     RouteSpec(
         "GET",
@@ -183,6 +251,20 @@ ROUTES: tuple[RouteSpec, ...] = (
         "tools",
         responses={200: ToolCatalog},
         permission=Permission.TOOLS_READ,
+    ),
+    RouteSpec(
+        "POST",
+        f"{API}/tools/{{name}}/execute",
+        tools.execute_tool,
+        "executeTool",
+        "Run one tool as a one-step run (sandboxed Job, approval policy, events and audit as"
+        " for any run); params are checked against the tool's contract first",
+        "tools",
+        request=ToolExecuteIn,
+        responses={202: ToolExecution},
+        errors=(*JSON_BODY_ERRORS, 404, 502, 503),
+        permission=Permission.TOOLS_EXECUTE,
+        idempotent=True,
     ),
     RouteSpec(
         "POST",
@@ -376,4 +458,5 @@ def add_routes(app: web.Application) -> None:
                 f"route {route.method} {route.path} names no permission: set "
                 "RouteSpec.permission (sba_core.auth.permissions), or public/step_token"
             )
-        app.router.add_route(route.method, route.path, route.handler, name=route.operation_id)
+        handler = idempotent(route.handler) if route.idempotent else route.handler
+        app.router.add_route(route.method, route.path, handler, name=route.operation_id)

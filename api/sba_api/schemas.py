@@ -11,13 +11,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from sba_core.models.approval import Decision
 from sba_core.models.base import WireModel
 from sba_core.models.run import (
+    MAX_INPUT_CHARS,
     Condition,
     DnsLabel,
     RunRequest,
     RunResult,
     RunUsage,
+    StepId,
     StepStatus,
 )
 from sba_core.models.tenant import TenantSpec
@@ -140,6 +143,88 @@ class RunList(WireModel):
     next_cursor: str | None = Field(
         description="Pass as `cursor` for the next page; null at the end."
     )
+
+
+# --- run actions: approve, cancel, continue ---------------------------------------------
+
+
+class ApprovalAnswer(WireModel):
+    """The answer itself. `actor` and `ts` are refused: they come from the bearer token
+    and the server clock."""
+
+    status: Decision = Field(description="`approved` or `denied`.")
+    reason: Annotated[str, StringConstraints(max_length=1000)] | None = None
+
+
+class ApprovalIn(WireModel):
+    """Seed 000's approval payload, without `actor` and `ts`."""
+
+    run_id: Annotated[str, StringConstraints(max_length=100)] | None = Field(
+        default=None, description="Optional; must be the run in the path when given."
+    )
+    step_id: StepId = Field(description="The step awaiting approval.")
+    approval: ApprovalAnswer
+
+
+class ApprovalLinks(WireModel):
+    self_: str = Field(alias="self", description="Poll this for the outcome.")
+    run: str
+    events: str
+
+
+class ApprovalView(WireModel):
+    """An answer recorded as an `Approval` resource, and what the operator made of it."""
+
+    name: str = Field(description="The Approval resource's name (in the run's namespace).")
+    run_id: str
+    step_id: str
+    decision: Decision
+    reason: str | None = None
+    actor: str = Field(description="The approver: the bearer token's user.")
+    groups: list[str] = Field(default_factory=list)
+    ts: datetime | None = Field(
+        default=None, description="The API server's clock: the Approval's creationTimestamp."
+    )
+    outcome: Literal["accepted", "rejected", "pending"] = Field(
+        description="`pending` until the operator has processed the Approval."
+    )
+    outcome_reason: str | None = Field(
+        default=None, description="`Accepted`, or why it was rejected (e.g. AlreadyAnswered)."
+    )
+    message: str | None = None
+    links: ApprovalLinks
+
+
+class CancelIn(WireModel):
+    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+class ContinueIn(WireModel):
+    step_id: StepId = Field(description="The `user.input` step waiting for input.")
+    input: Annotated[str, StringConstraints(max_length=MAX_INPUT_CHARS)] = Field(
+        description="Becomes the step's result (`{value}`)."
+    )
+
+
+# --- tool execution ---------------------------------------------------------------------
+
+
+class ToolExecuteIn(WireModel):
+    tenant: DnsLabel = Field(description="The caller's tenant when omitted or null.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="The tool's parameters (see GET /api/v1/tools)."
+    )
+
+
+class ToolExecution(WireModel):
+    run_id: str = Field(description="The one-step run executing the tool.")
+    name: str
+    namespace: str
+    tenant: str
+    tool: str
+    step_id: str
+    phase: str
+    links: RunLinks
 
 
 # --- artifacts --------------------------------------------------------------------------

@@ -88,6 +88,8 @@ class AuthSettings:
     audience: str = "sba-agentic-api"
     tenant_claim: str = "tenant"
     roles_claim: str = "roles"
+    groups_claim: str = "groups"
+    """Optional claim listing the caller's groups (for approvers named by group)."""
     leeway_seconds: float = 30.0
     jwks_cache_seconds: float = 300.0
     jwks_min_refresh_seconds: float = 10.0
@@ -129,6 +131,28 @@ class ToolSettings:
     """How long a Tenant's egress allowlist read from Kubernetes is reused."""
 
 
+@dataclass(frozen=True)
+class IdempotencySettings:
+    """`Idempotency-Key` on the POST routes that change things (sba_api.idempotency)."""
+
+    ttl_seconds: float = 24 * 3600.0
+    """How long a key's first response is replayed; afterwards the key is free again."""
+    wait_seconds: float = 10.0
+    """A duplicate arriving while the first request is in flight waits this long for its
+    answer, then gets 409 idempotency_request_in_progress (Retry-After)."""
+    in_flight_timeout_seconds: float = 60.0
+    """An in-flight key older than this (its API process died) may be taken over by a retry
+    with the same body."""
+
+
+@dataclass(frozen=True)
+class RunActionSettings:
+    """Approve, cancel and continue through the API."""
+
+    approval_wait_seconds: float = 5.0
+    """How long `POST /runs/{id}/approvals` waits for the operator's verdict before 202."""
+
+
 class EmbeddingProvider(StrEnum):
     HASHING = "hashing"
     OPENAI = "openai"
@@ -157,6 +181,8 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
     tools: ToolSettings = field(default_factory=ToolSettings)
+    idempotency: IdempotencySettings = field(default_factory=IdempotencySettings)
+    run_actions: RunActionSettings = field(default_factory=RunActionSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -218,6 +244,16 @@ class Settings:
         )
 
         return cls(
+            idempotency=IdempotencySettings(
+                ttl_seconds=number("SBA_IDEMPOTENCY_TTL_SECONDS", 24 * 3600.0, minimum=1),
+                wait_seconds=number("SBA_IDEMPOTENCY_WAIT_SECONDS", 10.0, minimum=0),
+                in_flight_timeout_seconds=number(
+                    "SBA_IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS", 60.0, minimum=1
+                ),
+            ),
+            run_actions=RunActionSettings(
+                approval_wait_seconds=number("SBA_APPROVAL_WAIT_SECONDS", 5.0, minimum=0),
+            ),
             tools=_tool_settings(e, number),
             auth=auth,
             rate_limits=rate_limits,
@@ -287,6 +323,7 @@ def _auth_settings(
         audience=e.get("SBA_JWT_AUDIENCE", "").strip() or AuthSettings.audience,
         tenant_claim=e.get("SBA_JWT_TENANT_CLAIM", "").strip() or AuthSettings.tenant_claim,
         roles_claim=e.get("SBA_JWT_ROLES_CLAIM", "").strip() or AuthSettings.roles_claim,
+        groups_claim=e.get("SBA_JWT_GROUPS_CLAIM", "").strip() or AuthSettings.groups_claim,
         leeway_seconds=number("SBA_JWT_LEEWAY_SECONDS", 30.0, minimum=0),
         jwks_cache_seconds=number("SBA_JWT_JWKS_CACHE_SECONDS", 300.0, minimum=1),
         jwks_min_refresh_seconds=number("SBA_JWT_JWKS_MIN_REFRESH_SECONDS", 10.0, minimum=0),

@@ -1,7 +1,9 @@
 """Planning: turning a run's prompt (or its explicit plan) into validated tool steps.
 
 `BuiltinPlanner` is deterministic and works offline: the same prompt always
-gives the same plan. An LLM planner is another implementation of `Planner`.
+gives the same plan. An LLM planner is another implementation of `Planner`
+(the operator's OpenAI-compatible adapter); its prompt and the strict parsing
+of its answer are pure code in `sba_core.llm_planning`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,13 @@ class Plan:
     steps: tuple[PlannedStep, ...]
     planner: str
     tokens_used: int = 0
+    """LLM tokens spent making the plan (prompt + completion, failed answers included)."""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    """Why a planner fell back to another, in order."""
+    model: str | None = None
+    """The model whose answer became the plan (None: no model's)."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 class Planner(Protocol):

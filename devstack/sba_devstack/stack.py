@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sba_core.auth.dev_tokens import mint_dev_token
+from sba_core.group import DELEGATING_APPROVERS_GROUP
 from sba_devstack.binaries import default_repo_root, ensure_binaries
 from sba_devstack.controlplane import ControlPlane
 from sba_devstack.controlplane import up as control_plane_up
@@ -127,6 +128,16 @@ def _step_token_secret(paths: StackPaths) -> str:
 
 
 DEV_TOKEN_ROLES = ("member", "approver", "tenant-admin")
+API_K8S_USER = "sba-api"
+API_K8S_GROUPS = ("system:masters", DELEGATING_APPROVERS_GROUP)
+
+
+def _api_kubeconfig(control_plane: ControlPlane) -> Path:
+    """The API's own identity (sba-api, delegating approver); production binds a ClusterRole
+    limited to agentruns, approvals and tenants instead of system:masters."""
+    return control_plane.kubeconfig_for(API_K8S_USER, list(API_K8S_GROUPS))
+
+
 DEV_TOKEN_TTL_SECONDS = 7 * 24 * 3600
 
 
@@ -242,13 +253,16 @@ def up(root: Path, state_dir: Path | None = None, ports: StackPorts | None = Non
             "SBA_GATEWAY_URL": api_url,
             "SBA_NODE_WORK_DIR": str(paths.state / "node"),
         }
+        # The API creates Approvals and cancels runs in its callers' names: it has its own
+        # identity, in the group the admission policies trust to do that; the rest stay admin.
+        api_env = {**stack.env, "KUBECONFIG": str(_api_kubeconfig(stack.control_plane))}
         _say("starting the local node agent, the API and the operator")
-        for command, ready in (
-            ("node-agent", None),
-            ("api", http_ok(f"{api_url}/readyz")),
-            ("operator", None),
+        for command, env, ready in (
+            ("node-agent", stack.env, None),
+            ("api", api_env, http_ok(f"{api_url}/readyz")),
+            ("operator", stack.env, None),
         ):
-            service = Service(command, stack.env, paths.logs / f"{command}.log", ready=ready)
+            service = Service(command, env, paths.logs / f"{command}.log", ready=ready)
             stack.services.append(service.start())
         _say("provisioning the demo tenant and its knowledge base")
         _kubectl(bin_dir, kubeconfig, "apply", "-f", str(root / "examples" / "tenant-demo.yaml"))

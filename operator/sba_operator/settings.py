@@ -25,6 +25,16 @@ and the result is handed to Kopf's startup handler through the memo.
 | SBA_KOPF_SERVER_TIMEOUT / SBA_KOPF_CLIENT_TIMEOUT | 300 / 330 | watch timeouts, seconds |
 | SBA_GATEWAY_NAMESPACE | sba-system | namespace of the tool gateway's pods (tenant NetworkPolicy) |
 | SBA_GATEWAY_POD_LABELS | app.kubernetes.io/name=sba-agentic-api | their labels, `k=v,k2=v2` |
+| SBA_PLANNER | builtin | `builtin` or `llm`; `llm` takes effect only when OPENAI_API_KEY is set |
+| OPENAI_API_KEY | (none) | bearer key of the OpenAI-compatible chat-completions endpoint |
+| SBA_LLM_BASE_URL | https://api.openai.com/v1 | its base URL (`{base}/chat/completions`) |
+| SBA_LLM_MODEL | gpt-4o-mini | the planning model |
+| SBA_LLM_FALLBACK_MODEL | (none) | tried when the model's answer is unusable |
+| SBA_LLM_TIMEOUT | 30 | seconds per chat completion |
+| SBA_LLM_MAX_TOKENS | 2000 | max_tokens of a planning answer |
+| SBA_TOOL_CALLS_WINDOW_SECONDS | 60 | window of quotas.toolCallsPerMinute (the limit scales) |
+| SBA_OPERATOR_METRICS_PORT | 9090 | Prometheus /metrics port; 0 disables |
+| SBA_OPERATOR_METRICS_HOST | 0.0.0.0 | its bind address |
 
 (*) Kopf watches the cluster-scoped Tenants only while some listed namespace exists:
 with `tenant-*`, also list one that always does (e.g. the operator's own).
@@ -35,6 +45,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 DEFAULT_TOOL_IMAGE = "sba-agentic/tool-runtime:0.1.0"
 DEFAULT_GATEWAY_URL = "http://sba-api.sba-system.svc:8080"
@@ -109,6 +120,48 @@ class TenantSettings:
     """Tool pods may reach pods with these labels in `gateway_namespace` (NetworkPolicy)."""
 
 
+class PlannerKind(StrEnum):
+    BUILTIN = "builtin"
+    LLM = "llm"
+
+
+DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_LLM_MODEL = "gpt-4o-mini"
+
+
+@dataclass(frozen=True)
+class PlannerSettings:
+    """Which planner plans prompt-only runs (explicit plans are never sent to a model)."""
+
+    requested: PlannerKind = PlannerKind.BUILTIN
+    api_key: str | None = field(default=None, repr=False)
+    base_url: str = DEFAULT_LLM_BASE_URL
+    model: str = DEFAULT_LLM_MODEL
+    fallback_model: str | None = None
+    timeout_seconds: float = 30.0
+    max_tokens: int = 2000
+
+    @property
+    def kind(self) -> PlannerKind:
+        """`llm` only when asked for and a key is set; the builtin planner otherwise."""
+        if self.requested is PlannerKind.LLM and self.api_key:
+            return PlannerKind.LLM
+        return PlannerKind.BUILTIN
+
+
+@dataclass(frozen=True)
+class QuotaSettings:
+    tool_calls_window_seconds: float = 60.0
+    """The sliding window of quotas.toolCallsPerMinute; the limit is scaled to it."""
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    port: int = 9090
+    """0 disables the Prometheus endpoint."""
+    host: str = "0.0.0.0"  # scraped from outside the pod
+
+
 def parse_labels(text: str) -> dict[str, str]:
     """`k=v,k2=v2` -> {k: v, k2: v2}; SettingsError on anything else."""
     labels: dict[str, str] = {}
@@ -129,6 +182,9 @@ class Settings:
     redis: RedisSettings
     tools: ToolSettings
     tenants: TenantSettings = field(default_factory=TenantSettings)
+    planner: PlannerSettings = field(default_factory=PlannerSettings)
+    quotas: QuotaSettings = field(default_factory=QuotaSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -165,6 +221,13 @@ class Settings:
                 raise SettingsError(f"{name} must be positive")
             return value
 
+        planner_raw = text("SBA_PLANNER", "builtin").lower()
+        try:
+            planner_kind = PlannerKind(planner_raw)
+        except ValueError:
+            raise SettingsError(
+                f"SBA_PLANNER must be builtin or llm, got {planner_raw!r}"
+            ) from None
         namespaces = tuple(
             ns.strip() for ns in text("SBA_WATCH_NAMESPACES").split(",") if ns.strip()
         )
@@ -204,5 +267,21 @@ class Settings:
                 gateway_pod_labels=parse_labels(
                     text("SBA_GATEWAY_POD_LABELS", DEFAULT_GATEWAY_POD_LABELS)
                 ),
+            ),
+            planner=PlannerSettings(
+                requested=planner_kind,
+                api_key=text("OPENAI_API_KEY") or None,
+                base_url=text("SBA_LLM_BASE_URL", DEFAULT_LLM_BASE_URL).rstrip("/"),
+                model=text("SBA_LLM_MODEL", DEFAULT_LLM_MODEL),
+                fallback_model=text("SBA_LLM_FALLBACK_MODEL") or None,
+                timeout_seconds=seconds("SBA_LLM_TIMEOUT", 30.0),
+                max_tokens=number("SBA_LLM_MAX_TOKENS", 2000, 16),
+            ),
+            quotas=QuotaSettings(
+                tool_calls_window_seconds=seconds("SBA_TOOL_CALLS_WINDOW_SECONDS", 60.0),
+            ),
+            metrics=MetricsSettings(
+                port=number("SBA_OPERATOR_METRICS_PORT", 9090, 0),
+                host=text("SBA_OPERATOR_METRICS_HOST", "0.0.0.0"),
             ),
         )

@@ -75,6 +75,9 @@ def test_job_creates_pending_pod_and_namespace_deletion_cleans_up(
             template=client.V1PodTemplateSpec(
                 spec=client.V1PodSpec(
                     restart_policy="Never",
+                    # No node carries this label, so the pod stays unschedulable even when
+                    # another test has started the node agent in this session.
+                    node_selector={"sba-agentic.io/test-no-such-node": "true"},
                     containers=[client.V1Container(name="main", image="busybox", args=["true"])],
                 )
             ),

@@ -98,6 +98,8 @@ def operator_env(
         "SBA_STEP_TOKEN_SECRET": token_secret,
         "SBA_JOB_ACTIVE_DEADLINE": "120",
         "SBA_LOG_LEVEL": "INFO",
+        # Several operators run at once in the suite; a test wanting /metrics picks a port.
+        "SBA_OPERATOR_METRICS_PORT": "0",
     }
 
 

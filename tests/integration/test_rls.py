@@ -21,6 +21,7 @@ from sba_store.artifacts import ArtifactRepository
 from sba_store.audit import AuditRepository
 from sba_store.db import Pool
 from sba_store.events import EventRepository
+from sba_store.idempotency import IdempotencyRepository
 from sba_store.knowledge import KnowledgeRepository
 from sba_store.records import NewEvent
 from sba_store.roles import APP_ROLE
@@ -39,6 +40,7 @@ TABLES: Final = {
     "audit_log": "tenant_id",
     "knowledge_documents": "tenant_id",
     "knowledge_chunks": "tenant_id",
+    "idempotency_keys": "tenant_id",
 }
 # How many of UPDATE and DELETE sba_app is granted on each table (the rest are refused).
 GRANTED_WRITES: Final = {
@@ -50,6 +52,7 @@ GRANTED_WRITES: Final = {
     "audit_log": 0,
     "knowledge_documents": 1,
     "knowledge_chunks": 0,
+    "idempotency_keys": 2,
 }
 SQLSTATE_INSUFFICIENT_PRIVILEGE: Final = "42501"
 
@@ -100,6 +103,15 @@ async def _seed(pool: Pool, tenant: str) -> Seeded:
         content="confidential text",
         metadata=None,
         chunks=[("confidential text", [1.0] + [0.0] * 255)],
+    )
+    await IdempotencyRepository(pool).claim(
+        tenant_id=tenant,
+        key="k1",
+        method="POST",
+        path="/api/v1/runs",
+        request_hash="h",
+        ttl_seconds=3600,
+        in_flight_timeout_seconds=60,
     )
     return Seeded(tenant, run_id, document_id)
 
@@ -245,6 +257,11 @@ _INSERTS: Final[dict[str, tuple[str, Callable[[str, Seeded], list[Any]]]]] = {
         "insert into knowledge_chunks (tenant_id, document_id, ord, content, embedding)"
         " values ($1, $2, 9, 'x', array_fill(0.5::real, array[256])::vector)",
         lambda t, s: [t, s.document_id],
+    ),
+    "idempotency_keys": (
+        "insert into idempotency_keys (tenant_id, key, method, path, request_hash, expires_at)"
+        " values ($1, 'x', 'POST', '/x', 'h', now() + interval '1 hour')",
+        lambda t, s: [t],
     ),
 }
 

@@ -30,6 +30,7 @@ ASYMMETRIC_ALGORITHMS: Final[Mapping[str, str]] = {
     "ES384": "EC",
 }
 MAX_TOKEN_CHARS: Final = 8192
+MAX_GROUPS: Final = 100
 _TENANT: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _ROLE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,63}$")
 
@@ -48,6 +49,13 @@ def _roles(raw: Any) -> frozenset[str]:
     if not isinstance(raw, list) or not all(isinstance(r, str) for r in raw):
         raise InvalidToken("roles claim must be a list of strings")
     return frozenset(r for r in raw if _ROLE.match(r))
+
+
+def _groups(raw: Any) -> frozenset[str]:
+    """Groups are optional: a malformed claim grants none rather than refusing the token."""
+    if not isinstance(raw, list):
+        return frozenset()
+    return frozenset(g for g in raw[:MAX_GROUPS] if isinstance(g, str) and 0 < len(g) <= 253)
 
 
 class TokenVerifier:
@@ -122,7 +130,12 @@ class TokenVerifier:
             raise InvalidToken("sub must be a non-empty string")
         if not isinstance(tenant, str) or not _TENANT.match(tenant):
             raise InvalidToken(f"{config.tenant_claim} claim must be a tenant name")
-        return Principal(user=user, tenant=tenant, roles=_roles(claims.get(config.roles_claim, [])))
+        return Principal(
+            user=user,
+            tenant=tenant,
+            roles=_roles(claims.get(config.roles_claim, [])),
+            groups=_groups(claims.get(config.groups_claim, [])),
+        )
 
 
 def bearer_token(authorization: str | None) -> str | None:

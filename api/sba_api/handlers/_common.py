@@ -17,7 +17,7 @@ from sba_api.errors import (
     ValidationFailed,
     from_validation_error,
 )
-from sba_api.keys import PRINCIPAL, SERVICES, SETTINGS, Services
+from sba_api.keys import PRINCIPAL, RAW_BODY, SERVICES, SETTINGS, Services
 from sba_api.settings import Settings
 from sba_core.auth.permissions import Principal
 
@@ -69,7 +69,9 @@ async def read_json(
         raise UnsupportedMediaType(
             f"expected Content-Type application/json, got {request.content_type or 'none'}"
         )
-    raw = await read_body(request, settings(request).http.max_body_bytes)
+    raw = request.get(RAW_BODY)
+    if raw is None:
+        raw = await read_body(request, settings(request).http.max_body_bytes)
     try:
         data: Any = json.loads(raw)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError

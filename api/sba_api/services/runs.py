@@ -201,6 +201,10 @@ class RunService:
             live = None  # a different object reusing the name: ours is gone
         return _view(record, live)
 
+    def view_of(self, record: RunRecord, live: dict[str, Any] | None) -> RunView:
+        """The run as `get` shows it, from an AgentRun object already in hand."""
+        return _view(record, live)
+
     async def list_runs(self, tenant: str, *, limit: int, cursor: str | None) -> RunList:
         before = decode_cursor(cursor) if cursor else None
         with store_boundary("list runs"):

@@ -73,6 +73,8 @@ class Principal:
     user: str
     tenant: str
     roles: frozenset[str] = field(default_factory=frozenset)
+    groups: frozenset[str] = field(default_factory=frozenset)
+    """The identity provider's groups (optional `groups` claim): for approvers named by group."""
 
     @property
     def permissions(self) -> frozenset[Permission]:

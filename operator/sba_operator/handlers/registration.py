@@ -11,26 +11,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import aiohttp
 import kopf
 from redis.asyncio import Redis
 
 from sba_core import group
-from sba_core.tools.registry import builtin_registry
+from sba_core.planning import BuiltinPlanner, Planner
+from sba_core.tools.registry import ToolRegistry, builtin_registry
+from sba_operator.adapters.llm_planner import ChatCompletions, LLMPlanner
 from sba_operator.handlers.errors import to_kopf
-from sba_operator.handlers.runs import RunDriver
+from sba_operator.handlers.runs import PlannerFactory, RunDriver
 from sba_operator.handlers.scheduler import WakeScheduler
 from sba_operator.handlers.tenants import TenantDriver, platform_of, register_tenant_handlers
 from sba_operator.kube import Kube, new_api_client
+from sba_operator.metrics import OperatorMetrics
 from sba_operator.reconcile import KubeEvent
-from sba_operator.settings import Settings
+from sba_operator.settings import PlannerKind, PlannerSettings, Settings
 from sba_store.audit import AuditRepository
 from sba_store.db import Pool, create_pool
 from sba_store.dead_letters import DeadLetterRepository
 from sba_store.events import EventRepository
+from sba_store.plans import RunPlanRepository, TokenUsageRepository
+from sba_store.ratelimit import RateLimiter
 from sba_store.runs import RunRepository
 from sba_store.tenants import TenantRepository
 from sba_store.tool_calls import ToolCallRepository
@@ -107,6 +114,9 @@ class OperatorContext:
     tenants: TenantDriver
     retrier: Retrier = field(default_factory=Retrier)
     scheduler: WakeScheduler | None = None
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    http: aiohttp.ClientSession | None = None
+    """The LLM planner's session (None when the builtin planner plans)."""
 
     def create_scheduler(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
         """The one wake-up scheduler of all runs (deadlines, backoffs, approval expiry);
@@ -122,6 +132,9 @@ class OperatorContext:
         if self.scheduler is not None:
             await self.scheduler.close()
         await self.retrier.close()
+        self.metrics.close()
+        if self.http is not None:
+            await self.http.close()
         await self.redis.aclose()
         await self.pool.close()
         self.kube.close()
@@ -134,9 +147,13 @@ class OperatorContext:
         logger: logging.Logger | logging.LoggerAdapter[Any],
     ) -> None:
         """Reconcile a run; a failure schedules a retry instead of being dropped."""
+        started = time.perf_counter()
         try:
             await self.runs.reconcile(namespace, name, uid)
         except Exception as exc:
+            self.metrics.reconcile_duration.labels(outcome="error").observe(
+                time.perf_counter() - started
+            )
             mapped = to_kopf(exc)
             if isinstance(mapped, kopf.TemporaryError):
                 delay = self.retrier.schedule(
@@ -152,7 +169,35 @@ class OperatorContext:
                     f"reconcile of {namespace}/{name} failed permanently: {exc}", exc_info=exc
                 )
             return
+        self.metrics.reconcile_duration.labels(outcome="ok").observe(time.perf_counter() - started)
+        if self.scheduler is not None:
+            self.metrics.scheduled_wakeups.set(len(self.scheduler))
         self.retrier.succeeded(uid)
+
+
+def llm_planner_factory(
+    settings: PlannerSettings, session: aiohttp.ClientSession, registry: ToolRegistry
+) -> PlannerFactory:
+    """Per run: an LLM planner over the tools that run's tenant may use."""
+    client = ChatCompletions(
+        session,
+        base_url=settings.base_url,
+        api_key=settings.api_key,
+        timeout_seconds=settings.timeout_seconds,
+    )
+    builtin = BuiltinPlanner(registry)
+
+    def factory(tools: ToolRegistry) -> Planner:
+        return LLMPlanner(
+            client,
+            tools,
+            model=settings.model,
+            fallback_model=settings.fallback_model,
+            max_tokens=settings.max_tokens,
+            builtin=builtin,
+        )
+
+    return factory
 
 
 async def create_context(settings: Settings) -> OperatorContext:
@@ -171,11 +216,23 @@ async def create_context(settings: Settings) -> OperatorContext:
     except Exception as exc:
         raise to_kopf(exc) from exc
     registry = builtin_registry()
+    metrics = OperatorMetrics()
+    planner = settings.planner
+    http: aiohttp.ClientSession | None = None
+    factory: PlannerFactory | None = None
+    if planner.kind is PlannerKind.LLM:
+        http = aiohttp.ClientSession()
+        factory = llm_planner_factory(planner, http, registry)
+        log.info("planning prompt-only runs with %s at %s", planner.model, planner.base_url)
+    elif planner.requested is PlannerKind.LLM:
+        log.warning("SBA_PLANNER=llm but OPENAI_API_KEY is not set: using the builtin planner")
     return OperatorContext(
         settings=settings,
         kube=kube,
         pool=pool,
         redis=redis,
+        metrics=metrics,
+        http=http,
         runs=RunDriver(
             settings=settings,
             kube=kube,
@@ -187,6 +244,11 @@ async def create_context(settings: Settings) -> OperatorContext:
             post_event=post_kube_event,
             audit=AuditRepository(pool),
             dead_letters=DeadLetterRepository(pool),
+            plans=RunPlanRepository(pool),
+            token_usage=TokenUsageRepository(pool),
+            planner_factory=factory,
+            limiter=RateLimiter(redis, window_seconds=settings.quotas.tool_calls_window_seconds),
+            metrics=metrics,
         ),
         tenants=TenantDriver(
             kube=kube,
@@ -264,6 +326,7 @@ def build_registry() -> kopf.OperatorRegistry:
         configure_kopf(settings, ours)
         memo["ctx"] = ctx = await create_context(ours)
         ctx.create_scheduler(log)
+        ctx.metrics.serve(ours.metrics.port, ours.metrics.host)
         log.info(
             "sba-operator started: namespaces=%s image=%s gateway=%s",
             ",".join(ours.kubernetes.namespaces) or "(all)",

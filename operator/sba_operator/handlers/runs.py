@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -28,17 +28,23 @@ from uuid import UUID
 
 from redis.asyncio import Redis
 
+from sba_core.events import EventType
 from sba_core.lifecycle import is_terminal
+from sba_core.llm_planning import allowed_registry
 from sba_core.models.approval import (
     ApprovalOutcome,
     ApprovalPolicy,
     ApprovalStatus,
     RejectReason,
 )
-from sba_core.models.run import RunPhase, StepPhase
+from sba_core.models.run import AgentRunSpec, RunPhase, StepPhase
+from sba_core.models.tenant import TenantQuotas
+from sba_core.planning import Plan, PlannedStep, Planner, PlanningError
 from sba_core.step_token import mint_step_token
 from sba_core.tools.registry import ToolRegistry
+from sba_operator.adapters.llm_planner import LLMPlanningFailed
 from sba_operator.kube import Conflict, Kube
+from sba_operator.metrics import OperatorMetrics
 from sba_operator.reconcile import (
     Decision,
     KubeEvent,
@@ -54,12 +60,22 @@ from sba_operator.reconcile import (
 )
 from sba_operator.reconcile.admission import tenant_view
 from sba_operator.reconcile.jobs import labels_match
-from sba_operator.reconcile.model import ObservedApproval, PeerRun, parse_time
+from sba_operator.reconcile.model import (
+    ObservedApproval,
+    PeerRun,
+    PlanRefusal,
+    RateLimited,
+    TenantView,
+    parse_time,
+)
+from sba_operator.reconcile.runs import REASON_PLANNING_FAILED, REASON_QUEUED, REASON_TOKEN_QUOTA
 from sba_operator.settings import Settings
 from sba_store.audit import AuditRepository
 from sba_store.dead_letters import DeadLetterRepository
 from sba_store.eventbus import announce
 from sba_store.events import EventRepository
+from sba_store.plans import RunPlanRecord, RunPlanRepository, TokenUsageRepository
+from sba_store.ratelimit import Limit, RateLimiter, per_window, retry_at
 from sba_store.records import NewEvent
 from sba_store.runs import RunRepository
 from sba_store.tool_calls import ToolCallRepository
@@ -71,6 +87,17 @@ log = logging.getLogger(__name__)
 
 PostEvent = Callable[[Mapping[str, Any], KubeEvent], None]
 Clock = Callable[[], datetime]
+PlannerFactory = Callable[[ToolRegistry], Planner]
+"""The tools a run may use -> the (LLM) planner that plans it over those tools."""
+
+_QUOTA_DEFAULTS: Final = TenantQuotas()
+_FINISHED_STEP_EVENTS: Final = {
+    str(EventType.STEP_SUCCEEDED): "succeeded",
+    str(EventType.STEP_FAILED): "failed",
+}
+_TERMINAL_EVENTS: Final = frozenset(
+    {str(EventType.COMPLETED), str(EventType.FAILED), str(EventType.CANCELLED)}
+)
 
 STATUS_CONFLICT_RETRIES: Final = 4
 ANNOUNCE_BACKOFF: Final = (0.2, 0.5, 1.0)
@@ -149,9 +176,22 @@ class RunDriver:
         post_event: PostEvent,
         audit: AuditRepository | None = None,
         dead_letters: DeadLetterRepository | None = None,
+        plans: RunPlanRepository | None = None,
+        token_usage: TokenUsageRepository | None = None,
+        planner_factory: PlannerFactory | None = None,
+        limiter: RateLimiter | None = None,
+        metrics: OperatorMetrics | None = None,
         clock: Clock = utcnow,
     ) -> None:
         self.settings = settings
+        self.plans = plans
+        """Plans of record; None: every plan is the builtin planner's (recomputed)."""
+        self.token_usage = token_usage
+        self.planner_factory = planner_factory
+        """None: prompt-only runs are planned by the builtin planner inside the decision."""
+        self.limiter = limiter
+        """The tenants' tool-call windows in Redis; None: no tool-call quota."""
+        self.metrics = metrics
         self.audit = audit
         self.dead_letters = dead_letters
         self.scheduler: WakeScheduler | None = None
@@ -169,14 +209,21 @@ class RunDriver:
     async def reconcile(self, namespace: str, name: str, uid: str) -> Decision | None:
         """Reconcile one run; None when it no longer exists (or is another object now)."""
         async with self.locks.get(uid):
-            for attempt in range(STATUS_CONFLICT_RETRIES):
-                try:
-                    return await self._reconcile_once(namespace, name, uid)
-                except Conflict:
-                    # Our status write raced another writer: re-read and decide again.
-                    if attempt == STATUS_CONFLICT_RETRIES - 1:
-                        raise
-                    await asyncio.sleep(0.05 * (attempt + 1))
+            decision = await self._reconcile_retrying(namespace, name, uid)
+            if decision is not None and decision.needs_plan:
+                # The run is in `planning` now (status written): plan it and go on at once.
+                decision = await self._reconcile_retrying(namespace, name, uid)
+            return decision
+
+    async def _reconcile_retrying(self, namespace: str, name: str, uid: str) -> Decision | None:
+        for attempt in range(STATUS_CONFLICT_RETRIES):
+            try:
+                return await self._reconcile_once(namespace, name, uid)
+            except Conflict:
+                # Our status write raced another writer: re-read and decide again.
+                if attempt == STATUS_CONFLICT_RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
         return None  # unreachable; keeps mypy content
 
     # -- observe ---------------------------------------------------------------------------
@@ -213,6 +260,7 @@ class RunDriver:
             if job_name in finished_jobs and _job_finished(raw):
                 pods = await self.kube.list_job_pods(namespace, job_name)
             jobs[job_name] = observe_job(raw, pods)
+        plan, await_plan, refusal = await self._observe_plan(obj, uid, status.phase, tenant)
         calls: dict[tuple[str, int], ObservedToolCall] = {}
         # Steps start only once the spec names a tenant; their calls are stored under it.
         call_tenant = spec_tenant if isinstance(spec_tenant, str) else ""
@@ -236,7 +284,156 @@ class RunDriver:
             tenant=tenant,
             approvals=approvals,
             peers=peers,
+            plan=plan,
+            await_plan=await_plan,
+            plan_refusal=refusal,
         )
+
+    # -- planning (the driver's planner: I/O, so not in the pure decision) -------------------
+
+    async def _observe_plan(
+        self, obj: Mapping[str, Any], uid: str, phase: RunPhase, tenant: TenantView | None
+    ) -> tuple[Plan | None, bool, PlanRefusal | None]:
+        """(the plan of record, the driver will plan it, why planning was refused).
+
+        A prompt-only run past `pending` has its plan in Postgres when a planner other
+        than the builtin one made it; in `planning`, with the LLM planner configured and
+        no plan stored yet, the driver makes it now (once: it is stored before the
+        status says `executing`, so a crash in between reuses it).
+        """
+        if self.plans is None or tenant is None or phase not in _PLANNED_PHASES:
+            return None, False, None
+        try:
+            spec = AgentRunSpec.model_validate(dict(obj.get("spec") or {}))
+        except ValueError:
+            return None, False, None  # the decision fails the run with the reason
+        if spec.plan or spec.tenant != tenant.name:
+            return None, False, None
+        run_id = UUID(uid)
+        if phase is not RunPhase.PENDING:
+            record = await self.plans.get(run_id, tenant_id=spec.tenant)
+            if record is not None:
+                return _plan_of(record), False, None
+        if self.planner_factory is None or phase not in (RunPhase.PENDING, RunPhase.PLANNING):
+            return None, False, None
+        if phase is RunPhase.PENDING or spec.cancel is not None:
+            return None, True, None
+        return await self._make_plan(run_id, spec, tenant)
+
+    async def _make_plan(
+        self, run_id: UUID, spec: AgentRunSpec, tenant: TenantView
+    ) -> tuple[Plan | None, bool, PlanRefusal | None]:
+        assert self.plans is not None
+        assert self.planner_factory is not None
+        day = self.clock().astimezone(UTC).date()
+        quota = (
+            tenant.tokens_per_day
+            if tenant.tokens_per_day is not None
+            else _QUOTA_DEFAULTS.tokens_per_day
+        )
+        used = await self.token_usage.tokens_on(spec.tenant, day) if self.token_usage else 0
+        if used >= quota:
+            log.warning(
+                "tenant %s is over quotas.tokensPerDay (%d of %d): not planning run %s",
+                spec.tenant,
+                used,
+                quota,
+                run_id,
+            )
+            return (
+                None,
+                False,
+                PlanRefusal(
+                    REASON_TOKEN_QUOTA,
+                    f"tenant {spec.tenant!r} has used {used} of its {quota} LLM tokens for"
+                    f" {day.isoformat()} (UTC; quotas.tokensPerDay): the LLM planner will not"
+                    " plan more runs today; raise the quota, or give the run an explicit plan",
+                ),
+            )
+        planner = self.planner_factory(allowed_registry(self.registry, tenant.allowed_tools))
+        try:
+            plan = await planner.plan(spec)
+        except LLMPlanningFailed as exc:
+            if self.token_usage is not None and exc.usage.total:
+                await self.token_usage.add(spec.tenant, day, exc.usage.total)
+                self._count_tokens(spec.tenant, exc.usage.total, "failed")
+            reasons = "; ".join(exc.notes)
+            return None, False, PlanRefusal(REASON_PLANNING_FAILED, f"{exc} (after: {reasons})")
+        except PlanningError as exc:
+            return None, False, PlanRefusal(REASON_PLANNING_FAILED, str(exc))
+        stored = await self.plans.store(
+            RunPlanRecord(
+                run_id=run_id,
+                tenant_id=spec.tenant,
+                planner=plan.planner,
+                model=plan.model,
+                steps=[{"id": s.id, "tool": s.tool, "params": s.params} for s in plan.steps],
+                notes=list(plan.notes),
+                prompt_tokens=plan.prompt_tokens,
+                completion_tokens=plan.completion_tokens,
+                tokens_used=plan.tokens_used,
+            ),
+            day=day,
+        )
+        if stored.inserted:
+            self._count_tokens(spec.tenant, plan.tokens_used, plan.planner)
+        return _plan_of(stored.record), False, None
+
+    def _count_tokens(self, tenant: str, tokens: int, planner: str) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.llm_tokens.labels(tenant=tenant).inc(tokens)
+        self.metrics.llm_plans.labels(tenant=tenant, planner=planner).inc()
+
+    # -- the tenant's tool-call window ---------------------------------------------------------
+
+    async def _take_slots(self, observation: Observation, decision: Decision) -> RateLimited | None:
+        """A slot of the tenant's toolCallsPerMinute window for each new attempt, or the refusal.
+
+        The slot is named by (run, step, attempt), so a repeated decision (a status
+        conflict, a crash before the status write) does not count the attempt twice.
+        """
+        if self.limiter is None or decision.db_tenant is None:
+            return None
+        tenant = decision.db_tenant
+        view = observation.tenant
+        per_minute = (
+            view.tool_calls_per_minute
+            if view is not None and view.tool_calls_per_minute is not None
+            else _QUOTA_DEFAULTS.tool_calls_per_minute
+        )
+        window = self.limiter.window_seconds
+        uid = str((observation.run.get("metadata") or {}).get("uid", ""))
+        for start in decision.start_steps:
+            if not start.fresh:
+                continue
+            verdict = await self.limiter.hit(
+                [
+                    Limit(
+                        "tool_calls",
+                        RateLimiter.tool_calls_key(tenant),
+                        per_window(per_minute, window),
+                    )
+                ],
+                member=f"{uid}:{start.step_id}:{start.attempt}",
+            )
+            if verdict.admitted:
+                continue
+            when = retry_at(self.clock(), verdict)
+            log.warning(
+                "rate limit exceeded: tenant %s, tool_calls (%d per minute); run %s step %s"
+                " waits until %s",
+                tenant,
+                per_minute,
+                uid,
+                start.step_id,
+                when.isoformat(),
+                extra={"tenant_id": tenant, "run_id": uid},
+            )
+            if self.metrics is not None:
+                self.metrics.rate_limit_violations.labels(tenant=tenant, scope="tool_calls").inc()
+            return RateLimited(start.step_id, start.attempt, when, per_minute)
+        return None
 
     async def _unanswered_approvals(
         self, namespace: str, run_name: str
@@ -265,8 +462,14 @@ class RunDriver:
         observation = await self._observe(obj, uid)
         tools = self.settings.tools
         decision = decide_run(observation, self.registry, tools)
+        limited = await self._take_slots(observation, decision)
+        if limited is not None:
+            # No slot for the step: decide again, knowing that, so it waits until retryAt.
+            observation = replace(observation, rate_limit=limited)
+            decision = decide_run(observation, self.registry, tools)
         if self.scheduler is not None:
             self.scheduler.schedule(uid, namespace, name, decision.wake_at)
+        self._track_phase(obj, uid, decision)
         if decision.idle:
             return decision
         run_id = UUID(uid)
@@ -287,16 +490,7 @@ class RunDriver:
         if foreign:
             # A Job name we need is held by an object that is not ours: decide again,
             # knowing that, so the step fails with a reason instead of looping.
-            observation = Observation(
-                run=observation.run,
-                now=observation.now,
-                jobs=observation.jobs,
-                tool_calls=observation.tool_calls,
-                tenant=observation.tenant,
-                foreign_jobs=frozenset(foreign),
-                approvals=observation.approvals,
-                peers=observation.peers,
-            )
+            observation = replace(observation, foreign_jobs=frozenset(foreign))
             decision = decide_run(observation, self.registry, tools)
             await self._start_steps(obj, decision)
         if decision.db_tenant is not None:
@@ -333,6 +527,14 @@ class RunDriver:
             except Exception:  # events are best-effort; status and run_events are the record
                 log.warning("could not post event %s for %s/%s", event.reason, namespace, name)
         return decision
+
+    def _track_phase(self, obj: Mapping[str, Any], uid: str, decision: Decision) -> None:
+        if self.metrics is None:
+            return
+        tenant = decision.db_tenant or str((obj.get("spec") or {}).get("tenant", ""))
+        self.metrics.runs.set(
+            uid, tenant, str(decision.phase), queued=decision.status.reason == REASON_QUEUED
+        )
 
     async def _record_inputs(self, run_id: UUID, decision: Decision) -> None:
         """A `user.input` step's value becomes its tool call's result (first write wins)."""
@@ -423,6 +625,8 @@ class RunDriver:
         uid = str(meta.get("uid", ""))
         if self.scheduler is not None:
             self.scheduler.forget(uid)
+        if self.metrics is not None:
+            self.metrics.runs.forget(uid)
         if is_terminal(status.phase) or not isinstance(tenant, str) or not status.run_id:
             return
         run_id = UUID(uid)
@@ -519,6 +723,7 @@ class RunDriver:
         )
         if not inserted:
             return
+        self._count_events(decision, inserted)
         last_seq = inserted[-1].seq
         for delay in (*ANNOUNCE_BACKOFF, None):
             try:
@@ -529,3 +734,40 @@ class RunDriver:
                     log.warning("could not announce run %s seq %d: %s", run_id, last_seq, exc)
                     return
                 await asyncio.sleep(delay)
+
+    def _count_events(self, decision: Decision, inserted: Sequence[Any]) -> None:
+        """Metrics from the events this reconcile recorded (first time only: deduplicated)."""
+        if self.metrics is None or decision.db_tenant is None:
+            return
+        tenant = decision.db_tenant
+        for event in inserted:
+            kind = str(event.type)
+            outcome = _FINISHED_STEP_EVENTS.get(kind)
+            if outcome is not None:
+                tool = str((event.payload or {}).get("tool", "unknown"))
+                self.metrics.tool_calls.labels(tenant=tenant, tool=tool, outcome=outcome).inc()
+            elif kind in _TERMINAL_EVENTS:
+                status = decision.status
+                if status.started_at is not None and status.finished_at is not None:
+                    seconds = max((status.finished_at - status.started_at).total_seconds(), 0.0)
+                    self.metrics.run_duration.labels(tenant=tenant, phase=kind).observe(seconds)
+
+
+_PLANNED_PHASES: Final = frozenset(
+    {RunPhase.PENDING, RunPhase.PLANNING, RunPhase.EXECUTING, RunPhase.AWAITING_APPROVAL}
+)
+
+
+def _plan_of(record: RunPlanRecord) -> Plan:
+    return Plan(
+        steps=tuple(
+            PlannedStep(str(s["id"]), str(s["tool"]), dict(s.get("params") or {}))
+            for s in record.steps
+        ),
+        planner=record.planner,
+        tokens_used=record.tokens_used,
+        notes=tuple(str(n) for n in record.notes),
+        model=record.model,
+        prompt_tokens=record.prompt_tokens,
+        completion_tokens=record.completion_tokens,
+    )

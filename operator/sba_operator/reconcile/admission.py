@@ -78,7 +78,10 @@ def tenant_view(tenant: Mapping[str, Any] | None) -> TenantView | None:
     raw = tenant.get("spec") or {}
     allowed = raw.get("allowedTools")
     cond = ready_condition(tenant.get("status")) or {}
-    concurrent = (raw.get("quotas") or {}).get("maxConcurrentRuns")
+    quotas = raw.get("quotas") or {}
+    concurrent = quotas.get("maxConcurrentRuns")
+    tool_calls = quotas.get("toolCallsPerMinute")
+    tokens = quotas.get("tokensPerDay")
     return TenantView(
         name=name,
         suspended=bool(raw.get("suspended", False)),
@@ -86,6 +89,8 @@ def tenant_view(tenant: Mapping[str, Any] | None) -> TenantView | None:
         max_concurrent_runs=concurrent if isinstance(concurrent, int) else None,
         ready=is_ready(tenant),
         not_ready_message=str(cond.get("message") or "") or None,
+        tool_calls_per_minute=tool_calls if isinstance(tool_calls, int) else None,
+        tokens_per_day=tokens if isinstance(tokens, int) else None,
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from sba_core.events import NewRunEvent
 from sba_core.models.approval import ApprovalPolicy
 from sba_core.models.run import AgentRunSpec, AgentRunStatus, RunPhase
+from sba_core.planning import Plan
 from sba_core.step_token import StepClaims
 from sba_core.summaries import clip
 
@@ -62,6 +63,28 @@ class TenantView:
     ready: bool = True
     """The Tenant is provisioned (status Ready=True); runs of a tenant not ready wait."""
     not_ready_message: str | None = None
+    tool_calls_per_minute: int | None = None
+    """spec.quotas.toolCallsPerMinute; None: the model's default applies."""
+    tokens_per_day: int | None = None
+    """spec.quotas.tokensPerDay; None: the model's default applies."""
+
+
+@dataclass(frozen=True)
+class RateLimited:
+    """The tenant's tool-call window refused to start this attempt; try again at `retry_at`."""
+
+    step_id: str
+    attempt: int
+    retry_at: datetime
+    per_minute: int
+
+
+@dataclass(frozen=True)
+class PlanRefusal:
+    """The driver would not (or could not) plan the run: it fails with this reason."""
+
+    reason: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -106,6 +129,14 @@ class Observation:
     """Unanswered Approvals whose spec.run names this run, oldest first."""
     peers: tuple[PeerRun, ...] | None = None
     """The tenant's other runs; observed only while this run is pending."""
+    plan: Plan | None = None
+    """The run's plan of record (made by the driver's planner, stored in Postgres);
+    None: the deterministic builtin planner (or the explicit plan) gives it."""
+    await_plan: bool = False
+    """The driver plans this run itself (LLM planner) once it is in `planning`:
+    the decision stops there and says `needs_plan`."""
+    plan_refusal: PlanRefusal | None = None
+    rate_limit: RateLimited | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +153,9 @@ class StartStep:
     secret_name: str
     job: Mapping[str, Any]
     claims: StepClaims
+    fresh: bool = True
+    """A new attempt (takes a slot of the tenant's tool-call window); False when the Job
+    of an attempt already started is only re-created."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +226,8 @@ class Decision:
     """Reconcile again at this time (backoff, deadlines, approval expiry), events or not."""
     released_slot: bool = False
     """The run left a slot-holding phase (or its queue): poke the tenant's pending runs."""
+    needs_plan: bool = False
+    """The run waits in `planning` for the driver's planner (Observation.await_plan)."""
 
     @property
     def idle(self) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -69,6 +70,7 @@ from sba_operator.reconcile.model import (
     ObservedApproval,
     ObservedJob,
     ObservedToolCall,
+    RateLimited,
     RecordInput,
     StartStep,
     parse_time,
@@ -94,6 +96,8 @@ REASON_APPROVAL_DENIED: Final = "ApprovalDenied"
 REASON_APPROVAL_EXPIRED: Final = "ApprovalExpired"
 REASON_AWAITING_APPROVAL: Final = "AwaitingApproval"
 REASON_AWAITING_INPUT: Final = "AwaitingInput"
+REASON_RATE_LIMITED: Final = "RateLimited"
+REASON_TOKEN_QUOTA: Final = "TokenQuotaExceeded"
 
 COND_PLANNED: Final = "Planned"
 COND_SUCCEEDED: Final = "Succeeded"
@@ -196,6 +200,10 @@ def _scope_of(params: Mapping[str, Any]) -> list[str]:
     return sorted(k for k, v in params.items() if isinstance(v, list) and v and k != "sources")
 
 
+class _PlanPending(Exception):
+    """The driver's planner has not planned the run yet (Observation.await_plan)."""
+
+
 class _Run:
     """Mutable scratch state of one decision."""
 
@@ -224,6 +232,7 @@ class _Run:
         self.spec: AgentRunSpec | None = None
         self.tenant: str | None = None
         self._plan: Plan | None = None
+        self.needs_plan = False
 
     # -- recording ------------------------------------------------------------------------
 
@@ -371,8 +380,20 @@ class _Run:
     def plan(self) -> Plan:
         if self._plan is None:
             assert self.spec is not None
-            self._plan = BuiltinPlanner(self.registry).plan_sync(self.spec)
+            if not self.spec.plan and self.obs.plan is not None:
+                self._plan = self.obs.plan  # the plan of record (an LLM's is not reproducible)
+            elif not self.spec.plan and self.obs.await_plan:
+                raise _PlanPending
+            else:
+                self._plan = BuiltinPlanner(self.registry).plan_sync(self.spec)
         return self._plan
+
+    def admission_tools(self) -> tuple[str, ...]:
+        """The planned tools admission checks; none yet when the driver's planner will plan
+        (its model is shown only the tools the tenant allows, and the plan is checked again)."""
+        if self.obs.await_plan and self.obs.plan is None and not (self.spec and self.spec.plan):
+            return ()
+        return planned_tools(self.plan)
 
     def check_allowed(self, plan: Plan) -> None:
         allowed = self.obs.tenant.allowed_tools if self.obs.tenant else None
@@ -425,7 +446,7 @@ class _Run:
                 f" not {self.namespace!r}",
             )
             return False
-        refusal = admit_run(spec, self.obs.tenant, planned_tools(self.plan))
+        refusal = admit_run(spec, self.obs.tenant, self.admission_tools())
         if refusal is None:
             return True
         if refusal.waits:
@@ -494,9 +515,17 @@ class _Run:
         self.kube("Planning", "planning the run")
 
     def finish_planning(self) -> bool:
+        refusal = self.obs.plan_refusal
+        if refusal is not None:
+            self.condition(COND_PLANNED, "False", refusal.reason, refusal.message)
+            self.fail(refusal.reason, refusal.message)
+            return False
         try:
             plan = self.plan()
             self.check_allowed(plan)
+        except _PlanPending:
+            self.needs_plan = True  # the driver plans it next, then decides again
+            return False
         except PlanningError as exc:
             self.condition(COND_PLANNED, "False", REASON_PLANNING_FAILED, str(exc))
             self.fail(REASON_PLANNING_FAILED, str(exc))
@@ -505,16 +534,37 @@ class _Run:
             StepStatus(id=s.id, index=i, tool=s.tool, params=compact_params(s.params))
             for i, s in enumerate(plan.steps)
         ]
-        message = f"{len(plan.steps)} step(s) by the {plan.planner} planner: " + ", ".join(
+        self.status.usage.tokens = plan.tokens_used
+        by = f"the {plan.planner} planner" + (f" ({plan.model})" if plan.model else "")
+        message = f"{len(plan.steps)} step(s) by {by}: " + ", ".join(
             f"{s.id} ({s.tool})" for s in plan.steps
         )
         self.condition(COND_PLANNED, "True", "Planned", message)
+        if plan.notes:
+            self.event(
+                "plan:fallback",
+                EventType.PLAN_FALLBACK,
+                {
+                    "planner": plan.planner,
+                    "model": plan.model,
+                    "reasons": list(plan.notes),
+                    "tokensUsed": plan.tokens_used,
+                },
+                level=EventLevel.WARNING,
+            )
+            self.kube(
+                "PlannerFallback",
+                f"planned by {by} after: " + "; ".join(plan.notes),
+                warning=True,
+            )
         self.event(
             "plan:ready",
             EventType.PLAN_READY,
             {
                 "planner": plan.planner,
                 "tokensUsed": plan.tokens_used,
+                **({"model": plan.model} if plan.model else {}),
+                **({"fallbackReasons": list(plan.notes)} if plan.notes else {}),
                 "steps": [{"id": s.id, "tool": s.tool, "params": s.params} for s in plan.steps],
             },
         )
@@ -561,6 +611,13 @@ class _Run:
 
     def start_step(self, step: StepStatus) -> None:
         """Begin the step's next attempt: adopt its Job when it already exists, else create it."""
+        limited = self.obs.rate_limit
+        if limited is not None and (limited.step_id, limited.attempt) == (
+            step.id,
+            step.attempts + 1,
+        ):
+            self.rate_limited(step, limited)
+            return
         step.attempts += 1
         name = job_name(self.name, step.id, step.attempts)
         step.phase = StepPhase.RUNNING
@@ -596,6 +653,34 @@ class _Run:
         self.kube(
             "StepStarted", f"step {step.id} ({step.tool}) attempt {step.attempts}: Job {name}"
         )
+
+    def rate_limited(self, step: StepStatus, limited: RateLimited) -> None:
+        """No slot in the tenant's tool-call window: the step waits (pending, or in backoff)
+        until `retry_at`, when `wake_at` brings the run back to try again."""
+        step.next_attempt_at = limited.retry_at
+        self.status.current_step = self.current_step_text(step, "rate limited")
+        self.status.reason = REASON_RATE_LIMITED
+        self.status.message = clip(
+            f"tenant {self.tenant!r} is at quotas.toolCallsPerMinute={limited.per_minute}:"
+            f" step {step.id!r} ({step.tool}) starts at {limited.retry_at.isoformat()}"
+        )
+        self.condition(COND_SUCCEEDED, "Unknown", REASON_RATE_LIMITED, self.status.message)
+        # One event per refusal (its retryAt), never repeated by a re-run of the same decision.
+        self.event(
+            f"step:{step.id}:{limited.attempt}:rate_limited:{limited.retry_at.isoformat()}",
+            EventType.RATE_LIMITED,
+            {
+                "stepId": step.id,
+                "tool": step.tool,
+                "attempt": limited.attempt,
+                "scope": "tool_calls",
+                "toolCallsPerMinute": limited.per_minute,
+                "retryAt": limited.retry_at.isoformat(),
+            },
+            level=EventLevel.WARNING,
+        )
+        if self.old.reason != REASON_RATE_LIMITED:
+            self.kube("RateLimited", self.status.message, warning=True)
 
     def step_succeeded(
         self, step: StepStatus, call: ObservedToolCall, job: ObservedJob | None
@@ -754,7 +839,7 @@ class _Run:
                     )
                     return True
                 # Level-triggered: the Job should exist; (re)create it, adopting on conflict.
-                self.start_steps.append(self.start_action(step))
+                self.start_steps.append(replace(self.start_action(step), fresh=False))
             return False
         if job.state is JobState.SUCCEEDED:
             if call is not None and call.success is not None:
@@ -1109,6 +1194,8 @@ class _Run:
                 if terms is not None:
                     self.request_approval(step, terms)
                     return self.settle_approval(step)
+            if step.next_attempt_at is not None and self.now < step.next_attempt_at:
+                return False  # rate limited: wake_at brings the run back then
             self.start_step(step)
             return False
         if step.phase is StepPhase.AWAITING_APPROVAL:
@@ -1128,7 +1215,10 @@ class _Run:
         if self.status.deadline_at is not None:
             times.append(self.status.deadline_at)
         for step in self.status.steps:
-            if step.phase is StepPhase.BACKOFF and step.next_attempt_at is not None:
+            if (
+                step.phase in (StepPhase.BACKOFF, StepPhase.PENDING)
+                and step.next_attempt_at is not None
+            ):
                 times.append(step.next_attempt_at)
             elif step.phase is StepPhase.AWAITING_APPROVAL and step.approval is not None:
                 times.append(step.approval.expires_at)
@@ -1203,6 +1293,7 @@ class _Run:
             dead_letters=tuple(self.dead_letters),
             wake_at=self.wake_at(),
             released_slot=left_slot,
+            needs_plan=self.needs_plan and self.status.phase is RunPhase.PLANNING,
         )
 
 

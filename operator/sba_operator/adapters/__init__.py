@@ -1,0 +1,1 @@
+"""Adapters to services outside Kubernetes (an LLM provider): I/O, driven by the handlers."""
