@@ -117,6 +117,7 @@ async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services
             knowledge,
             artifacts,
             step_config=StepConfigSource(settings.tools, kube.get_tenant),
+            audit=AuditRepository(pool),
         ),
         system=SystemService(pool, redis, registry),
         tenants=TenantService(kube, UsageRepository(pool), audit),

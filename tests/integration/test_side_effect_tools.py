@@ -42,6 +42,7 @@ from sba_api.settings import (
 )
 from sba_core.step_token import StepClaims, mint_step_token
 from sba_core.tools.egress import IPAddress, public_only
+from sba_store.audit import AuditRepository
 from sba_store.db import Pool, tenant_transaction
 from sba_store.errors import StoreError
 from sba_store.runs import RunRepository
@@ -376,6 +377,17 @@ async def test_crm_sync_is_effective_once_per_step(
     assert one == two
     assert one["synced"] == {"contacts": 1, "deals": 1}
     assert one["remoteId"].startswith("crm-")
+
+    # Each attempt's side-effecting call is in the audit log, with its idempotency key.
+    audited = [
+        entry
+        for entry in await AuditRepository(pg_pool).list_for_tenant(TENANT, limit=500)
+        if entry.action == "tool.side_effect" and entry.payload["runId"] == str(step.run_id)
+    ]
+    assert sorted(entry.payload["attempt"] for entry in audited) == [1, 2]
+    assert {entry.target for entry in audited} == {"crm.sync"}
+    assert {entry.payload["idempotencyKey"] for entry in audited} == {key}
+    assert all(entry.actor == f"run/{step.run_id}" for entry in audited)
 
 
 async def test_crm_errors_are_permanent_or_transient(

@@ -6,6 +6,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from sba_api.context import current_request_id
 from sba_api.errors import BadRequest, ErrorItem
 from sba_api.handlers._common import json_response, read_body, read_json, services, settings
 from sba_api.schemas import StepResultIn
@@ -58,4 +59,7 @@ async def upload_artifact(request: web.Request) -> web.Response:
 async def post_step_result(request: web.Request) -> web.Response:
     claims = _claims(request)
     body = await read_json(request, StepResultIn)
-    return json_response(await services(request).gateway.record_result(claims, body))
+    recorded = await services(request).gateway.record_result(
+        claims, body, request_id=current_request_id()
+    )
+    return json_response(recorded)

@@ -21,6 +21,7 @@ from sba_core.tools.contracts import (
 )
 from sba_core.tools.names import ToolName
 from sba_core.tools.registry import ToolContractError, ToolRegistry, ToolSpec
+from sba_store.audit import AuditRepository
 from sba_store.records import ToolCallRecord
 from sba_store.tool_calls import ToolCallRepository
 
@@ -50,8 +51,10 @@ class GatewayService:
         artifacts: ArtifactService,
         *,
         step_config: StepConfigSource | None = None,
+        audit: AuditRepository | None = None,
     ) -> None:
         self._step_config = step_config
+        self._audit = audit
         self._secret = secret
         self._tool_calls = tool_calls
         self._registry = registry
@@ -138,11 +141,14 @@ class GatewayService:
             content=content,
         )
 
-    async def record_result(self, claims: StepClaims, body: StepResultIn) -> StepResultRecorded:
+    async def record_result(
+        self, claims: StepClaims, body: StepResultIn, request_id: str | None = None
+    ) -> StepResultRecorded:
         """Record the attempt's outcome; the first outcome wins and replays get its answer."""
         spec = self._spec(claims)
         call = await self._call(claims)
-        if call.success is None:
+        first_outcome = call.success is None
+        if first_outcome:
             success, result, error = body.success, body.result, body.error
             if success and result is not None:
                 try:
@@ -164,6 +170,8 @@ class GatewayService:
                     error=error,
                     duration_ms=max(int(elapsed.total_seconds() * 1000), 0),
                 )
+            if spec.side_effect:
+                await self._audit_side_effect(call, request_id)
         if call.success is False and (call.error or "").startswith(CONTRACT_VIOLATION):
             message = (call.error or "")[len(CONTRACT_VIOLATION) :]
             raise ResultContractViolation(
@@ -172,3 +180,25 @@ class GatewayService:
                 details=[ErrorItem(loc="result", msg=message)],
             )
         return StepResultRecorded(call_id=str(call.id), recorded=True)
+
+    async def _audit_side_effect(self, call: ToolCallRecord, request_id: str | None) -> None:
+        """Every side-effecting tool call lands in the audit log, success or not."""
+        if self._audit is None:
+            return
+        with store_boundary("audit the tool call"):
+            await self._audit.append(
+                tenant_id=call.tenant_id,
+                actor=f"run/{call.run_id}",
+                action="tool.side_effect",
+                target=call.tool,
+                request_id=request_id,
+                payload={
+                    "runId": str(call.run_id),
+                    "stepId": call.step_id,
+                    "attempt": call.attempt,
+                    "callId": str(call.id),
+                    "success": call.success,
+                    "error": call.error,
+                    "idempotencyKey": f"{call.run_id}:{call.step_id}",
+                },
+            )
