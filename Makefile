@@ -8,12 +8,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export SBA_CACHE_DIR ?= $(HOME)/.cache/sba-agentic
 
-.PHONY: help deps system-deps venv binaries crds lint typecheck importlint test test-unit test-integration test-e2e dev down bench clean
+.PHONY: help deps system-deps venv binaries crds chart chart-sync helm helm-path lint typecheck importlint test test-unit test-integration test-e2e dev down bench clean
 
 help:
 	@echo "make dev    - bring up control plane, Postgres, Redis, operator, API and node agent"
 	@echo "make test   - install everything needed, lint, type-check and run every test"
 	@echo "make bench  - run the benchmarks (JSON to stdout)"
+	@echo "make chart  - sync the chart's CRDs from crds/, then helm lint + helm template"
 
 # Debian packages the stack needs (Redis; Go is on the machine image).
 system-deps:
@@ -38,6 +39,45 @@ deps: system-deps venv binaries
 
 crds: venv
 	$(BIN)/sba-agentic crds
+
+# Helm, built from its Go module once and cached (the -X flags are Helm's own release
+# flags: its version, and the Kubernetes version `helm template` and lint assume).
+HELM_VERSION ?= v3.20.2
+HELM_KUBE_MINOR ?= 35
+HELM := $(SBA_CACHE_DIR)/helm-$(HELM_VERSION)/helm
+CHART := charts/sba-agentic
+
+$(HELM):
+	@command -v go >/dev/null || { echo "Go toolchain not found (needed to build helm)"; exit 1; }
+	@mkdir -p $(dir $@)
+	GOBIN=$(abspath $(dir $@)) CGO_ENABLED=0 go install -ldflags "-s -w \
+	  -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	  -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
+	  -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$(HELM_KUBE_MINOR) \
+	  -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 \
+	  -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$(HELM_KUBE_MINOR)" \
+	  helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+helm: $(HELM)
+
+# Prints the helm binary's path (tests/integration/test_chart.py builds it through this).
+helm-path: $(HELM)
+	@echo $(HELM)
+
+# crds/ is the one source: its CRDs become the chart's crds/, its admission policies the
+# chart's files/admission/ (templated by templates/admission.yaml).
+chart-sync:
+	@for f in crds/*.yaml; do \
+	  case "$$(basename $$f)" in \
+	    admission-*) cp $$f $(CHART)/files/admission/ ;; \
+	    *) cp $$f $(CHART)/crds/ ;; \
+	  esac; \
+	done
+
+chart: chart-sync $(HELM)
+	$(HELM) lint --strict $(CHART)
+	$(HELM) template sba-agentic $(CHART) --namespace sba-system --include-crds >/dev/null
+	@echo "chart OK: $$($(HELM) version --short)"
 
 lint: venv
 	$(BIN)/ruff check .

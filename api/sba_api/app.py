@@ -18,13 +18,14 @@ from redis.asyncio import Redis
 
 from sba_api.auth.middleware import AUTHENTICATOR, ROUTE_SPECS, Authenticator, auth_middleware
 from sba_api.embedding_openai import OpenAIEmbedder
-from sba_api.keys import LIMITS, METRICS, OPENAPI, SERVICES, SETTINGS, Services
+from sba_api.keys import LIMITS, METRICS, OPENAPI, SERVICES, SETTINGS, TELEMETRY, Services
 from sba_api.kube import KubeClient, build_api_client
 from sba_api.metrics import Metrics
 from sba_api.middleware import add_request_id_header, api_middleware
 from sba_api.openapi import build_openapi
 from sba_api.ratelimit import RateLimiter, RequestLimits, StreamSlots, TenantQuotaCache
 from sba_api.routes import ROUTES, add_routes
+from sba_api.services.agui import AguiService
 from sba_api.services.artifacts import ArtifactService
 from sba_api.services.audit import AuditService
 from sba_api.services.events import EventService
@@ -42,6 +43,7 @@ from sba_api.services.tool_execution import ToolExecutionService
 from sba_api.settings import EmbeddingProvider, Settings
 from sba_core.knowledge import Embedder, HashingEmbedder
 from sba_core.tools.registry import builtin_registry
+from sba_store.agui import AguiRunRepository
 from sba_store.artifacts import ArtifactRepository
 from sba_store.audit import AuditRepository
 from sba_store.db import create_pool
@@ -53,6 +55,7 @@ from sba_store.runs import RunRepository
 from sba_store.tasks import TaskRepository
 from sba_store.tool_calls import ToolCallRepository
 from sba_store.usage import UsageRepository
+from sba_telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,9 @@ API_TITLE = "SBA Agentic API"
 API_VERSION = "0.1.0"
 
 
-async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services:
+async def _build_services(
+    settings: Settings, stack: AsyncExitStack, telemetry: Telemetry | None = None
+) -> Services:
     pool = await create_pool(
         settings.database.url,
         min_size=settings.database.min_pool_size,
@@ -76,7 +81,7 @@ async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services
     stack.push_async_callback(listener.stop)
 
     api_client = await asyncio.to_thread(build_api_client, settings.kubernetes)
-    kube = KubeClient(api_client)
+    kube = KubeClient(api_client, telemetry)
     stack.callback(kube.close)
 
     embedder: Embedder
@@ -97,6 +102,12 @@ async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services
     registry = builtin_registry()
     audit = AuditService(AuditRepository(pool))
     run_service = RunService(RunRepository(pool), kube, registry, AuditRepository(pool))
+    run_actions = RunActionService(
+        run_service,
+        kube,
+        audit,
+        approval_wait_seconds=settings.run_actions.approval_wait_seconds,
+    )
     knowledge = KnowledgeService(KnowledgeRepository(pool), embedder)
     artifacts = ArtifactService(ArtifactRepository(pool), run_service)
     return Services(
@@ -128,12 +139,8 @@ async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services
             settings.auth.stream_token_ttl_seconds,
         ),
         tasks=TaskService(TaskRepository(pool), ToolCallRepository(pool)),
-        run_actions=RunActionService(
-            run_service,
-            kube,
-            audit,
-            approval_wait_seconds=settings.run_actions.approval_wait_seconds,
-        ),
+        run_actions=run_actions,
+        agui=AguiService(run_service, run_actions, AguiRunRepository(pool), EventRepository(pool)),
         tool_execution=ToolExecutionService(run_service, registry),
         idempotency=IdempotencyService(IdempotencyRepository(pool), settings.idempotency),
     )
@@ -141,7 +148,7 @@ async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
-        app[SERVICES] = await _build_services(app[SETTINGS], stack)
+        app[SERVICES] = await _build_services(app[SETTINGS], stack, app[TELEMETRY])
         log.info("API resources ready")
         yield
 
@@ -181,14 +188,24 @@ async def _close_authenticator(app: web.Application) -> None:
     await app[AUTHENTICATOR].close()
 
 
-def create_app(settings: Settings, *, services: Services | None = None) -> web.Application:
-    """Build the application. Pass `services` to run without real backends (unit tests)."""
+def create_app(
+    settings: Settings,
+    *,
+    services: Services | None = None,
+    telemetry: Telemetry | None = None,
+) -> web.Application:
+    """Build the application. Pass `services` to run without real backends (unit tests).
+
+    `telemetry`: the process's tracer provider (`main.run` makes it); by default one is
+    built from `settings.telemetry`.
+    """
     app = web.Application(
         middlewares=[api_middleware, auth_middleware],
         client_max_size=max(settings.http.max_body_bytes, settings.http.max_artifact_bytes) + 1,
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app[TELEMETRY] = telemetry or Telemetry(settings.telemetry)
     app[OPENAPI] = build_openapi(ROUTES, title=API_TITLE, version=API_VERSION)
     add_routes(app)
     app[ROUTE_SPECS] = {route.operation_id: route for route in ROUTES}

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from sba_api.metrics import Metrics
 from sba_api.ratelimit import RequestLimits
+from sba_api.services.agui import AguiService
 from sba_api.services.artifacts import ArtifactService
 from sba_api.services.audit import AuditService
 from sba_api.services.events import EventService
@@ -24,6 +25,7 @@ from sba_api.services.tenants import TenantService
 from sba_api.services.tool_execution import ToolExecutionService
 from sba_api.settings import Settings
 from sba_core.auth.permissions import Principal
+from sba_telemetry import Telemetry
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,13 @@ class Services:
     tool_execution: ToolExecutionService | None = None
     idempotency: IdempotencyService | None = None
     """None: Idempotency-Key is not honoured (in-process unit-test apps only)."""
+    agui: AguiService | None = None
+    """POST /agui and GET /runs/{id}/agui (None: answered 503)."""
 
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
+TELEMETRY = web.AppKey("telemetry", Telemetry)
 SERVICES = web.AppKey("services", Services)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 LIMITS = web.AppKey("request_limits", RequestLimits)

@@ -16,6 +16,8 @@ from typing import Any, TypeVar, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from sba_api.errors import (
@@ -28,6 +30,7 @@ from sba_api.errors import (
 )
 from sba_api.settings import KubernetesSettings
 from sba_core.group import AGENTRUN_PLURAL, APPROVAL_PLURAL, GROUP, TENANT_PLURAL, VERSION
+from sba_telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -101,15 +104,22 @@ def build_api_client(settings: KubernetesSettings) -> Any:
 class KubeClient:
     """AgentRun operations the API needs; nothing else."""
 
-    def __init__(self, api_client: Any) -> None:
+    def __init__(self, api_client: Any, telemetry: Telemetry | None = None) -> None:
         self._api_client = api_client
         self._custom = client.CustomObjectsApi(api_client)
         self._core = client.CoreV1Api(api_client)
+        self._telemetry = telemetry
 
     def close(self) -> None:
         self._api_client.close()
 
     async def _call(self, what: str, func: Callable[[], T]) -> T:
+        if self._telemetry is None or not trace.get_current_span().is_recording():
+            return await self._call_untraced(what, func)
+        with self._telemetry.span(f"k8s {what}", kind=SpanKind.CLIENT):
+            return await self._call_untraced(what, func)
+
+    async def _call_untraced(self, what: str, func: Callable[[], T]) -> T:
         try:
             return await asyncio.to_thread(func)
         except (ApiException, Urllib3Error, OSError) as exc:

@@ -11,6 +11,7 @@ from aiohttp import web
 from sba_api.app import create_app
 from sba_api.logs import configure_logging
 from sba_api.settings import Settings, SettingsError
+from sba_telemetry import Telemetry
 
 log = logging.getLogger("sba_api")
 
@@ -23,9 +24,11 @@ def run() -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     log.info("starting API on %s:%s", settings.http.host, settings.http.port)
+    telemetry = Telemetry(settings.telemetry)
+    telemetry.install()
     try:
         web.run_app(
-            create_app(settings),
+            create_app(settings, telemetry=telemetry),
             host=settings.http.host,
             port=settings.http.port,
             access_log=None,
@@ -35,4 +38,6 @@ def run() -> int:
     except Exception:
         log.exception("the API stopped with an error")
         return 1
+    finally:
+        telemetry.shutdown()
     return 0

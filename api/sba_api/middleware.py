@@ -1,4 +1,7 @@
-"""The one middleware every request passes: request id, error mapping and metrics.
+"""The one middleware every request passes: request id, trace span, error mapping, metrics.
+
+Each request is a server span named after its route template, continuing the
+caller's W3C `traceparent` when there is one (tool pods send theirs to the gateway).
 
 Every exception ends here. Our `ApiError`s carry their status and code;
 aiohttp's own HTTP exceptions (unknown route, wrong method, body too large)
@@ -16,11 +19,13 @@ from typing import Final
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from sba_api.context import request_id_var
+from sba_api.context import note_request, request_id_var, run_id_var, tenant_id_var
 from sba_api.errors import ApiError, ErrorItem
-from sba_api.keys import METRICS, REQUEST_ID
+from sba_api.keys import METRICS, REQUEST_ID, TELEMETRY
 from sba_api.schemas import ErrorBody, ErrorDetail, ErrorInfo
+from sba_telemetry import TRACEPARENT_HEADER, context_from_traceparent
 
 log = logging.getLogger("sba_api.access")
 
@@ -97,7 +102,40 @@ def _from_http_exception(exc: web.HTTPException, request_id: str) -> web.Respons
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request_id_for(request)
     request[REQUEST_ID] = request_id
-    token = request_id_var.set(request_id)
+    route = _route_label(request)
+    tokens = (
+        request_id_var.set(request_id),
+        tenant_id_var.set(None),
+        run_id_var.set(None),
+    )
+    try:
+        with request.app[TELEMETRY].span(
+            f"{request.method} {route}",
+            parent=context_from_traceparent(request.headers.get(TRACEPARENT_HEADER)),
+            kind=SpanKind.SERVER,
+            attributes={
+                "http.request.method": request.method,
+                "http.route": route,
+                "request_id": request_id,
+            },
+        ) as span:
+            run_id = request.match_info.get("run_id")
+            if run_id:
+                note_request(run_id=run_id)
+            response = await _answer(request, handler, request_id, route)
+            span.set_attribute("http.response.status_code", response.status)
+            if response.status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            return response
+    finally:
+        run_id_var.reset(tokens[2])
+        tenant_id_var.reset(tokens[1])
+        request_id_var.reset(tokens[0])
+
+
+async def _answer(
+    request: web.Request, handler: Handler, request_id: str, route: str
+) -> web.StreamResponse:
     started = time.perf_counter()
     response: web.StreamResponse | None = None
     try:
@@ -130,7 +168,6 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     finally:
         status = response.status if response is not None else 499
         elapsed = time.perf_counter() - started
-        route = _route_label(request)
         request.app[METRICS].observe(request.method, route, status, elapsed)
         log.info(
             "%s %s %s",
@@ -144,7 +181,6 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
                 "duration_ms": round(elapsed * 1000, 1),
             },
         )
-        request_id_var.reset(token)
 
 
 async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from sba_api.handlers import (
+    agui,
     artifacts,
     audit,
     events,
@@ -56,6 +57,7 @@ from sba_api.schemas import (
     ToolExecution,
     UsageQuery,
 )
+from sba_api.schemas_agui import AguiQuery, AguiRunInput
 from sba_core.auth.permissions import Permission
 from sba_core.tools.contracts import KnowledgeSearchParams, TaskCreated, TaskFields
 
@@ -127,6 +129,57 @@ ROUTES: tuple[RouteSpec, ...] = (
         path_formats=UUID_FORMAT,
         permission=Permission.RUNS_READ,
         stream_token=True,
+    ),
+    RouteSpec(
+        "GET",
+        f"{API}/runs/{{run_id}}/agui",
+        agui.stream_run,
+        "streamRunAgui",
+        "The run as AG-UI 1.0 events over SSE (RUN_STARTED, STEP_*, TOOL_CALL_*,"
+        " STATE_SNAPSHOT/DELTA, TEXT_MESSAGE_*, RUN_FINISHED success|interrupt|cancelled,"
+        " RUN_ERROR), resumable: `id: <seq>.<n>`, reconnect with Last-Event-ID",
+        "agui",
+        query=AguiQuery,
+        headers={"Last-Event-ID": "Resume after this AG-UI event id (`<seq>.<n>`)."},
+        responses={
+            200: Media(
+                "text/event-stream",
+                description="`id: <seq>.<n>` (n-th AG-UI event of run event seq, from 0),"
+                " `data: <one AG-UI event JSON>`; ends after the run's terminal event.",
+            ),
+            204: Media(
+                "text/plain",
+                {"type": "string", "maxLength": 0},
+                "The client already has the last event of a finished run; stop reconnecting.",
+            ),
+        },
+        errors=(404, 503),
+        path_formats=UUID_FORMAT,
+        permission=Permission.RUNS_READ,
+        stream_token=True,
+    ),
+    RouteSpec(
+        "POST",
+        f"{API}/agui",
+        agui.run_agent,
+        "runAgui",
+        "AG-UI 1.0 endpoint: a RunAgentInput starts a run (prompt = the last user message,"
+        " forwardedProps = run terms) or, with `resume`, answers the interrupt of the"
+        " thread's run (approval or input, as POST /runs/{id}/approvals and /continue);"
+        " streams that AG-UI run until RUN_FINISHED or RUN_ERROR",
+        "agui",
+        request=AguiRunInput,
+        headers={"Last-Event-ID": "Resume this AG-UI run's stream after this event id."},
+        responses={
+            200: Media(
+                "text/event-stream",
+                description="`id: <seq>.<n>`, `data: <one AG-UI event JSON>`; ends with"
+                " RUN_FINISHED (outcome success, interrupt or cancelled) or RUN_ERROR.",
+            ),
+        },
+        errors=(*JSON_BODY_ERRORS, 403, 404, 409, 502, 503),
+        permission=Permission.RUNS_CREATE,
+        idempotent=True,
     ),
     RouteSpec(
         "POST",

@@ -15,6 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from sba_core.tools.egress import parse_allowlist
+from sba_telemetry import TelemetrySettings
 
 MIB = 1024 * 1024
 
@@ -183,6 +184,7 @@ class Settings:
     tools: ToolSettings = field(default_factory=ToolSettings)
     idempotency: IdempotencySettings = field(default_factory=IdempotencySettings)
     run_actions: RunActionSettings = field(default_factory=RunActionSettings)
+    telemetry: TelemetrySettings = field(default_factory=lambda: TelemetrySettings("sba-api"))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -244,6 +246,7 @@ class Settings:
         )
 
         return cls(
+            telemetry=TelemetrySettings.from_env("sba-api", e),
             idempotency=IdempotencySettings(
                 ttl_seconds=number("SBA_IDEMPOTENCY_TTL_SECONDS", 24 * 3600.0, minimum=1),
                 wait_seconds=number("SBA_IDEMPOTENCY_WAIT_SECONDS", 10.0, minimum=0),

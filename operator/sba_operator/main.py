@@ -10,17 +10,15 @@ import kopf
 
 from sba_operator.handlers import build_registry
 from sba_operator.settings import Settings, SettingsError
+from sba_telemetry import configure_json_logging
 
 log = logging.getLogger("sba_operator")
 
 
 def _configure_logging() -> None:
     level = os.environ.get("SBA_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # One JSON object per line, with run_id/tenant_id/trace_id of the reconcile logging it.
+    configure_json_logging(getattr(logging, level, logging.INFO), sys.stderr)
     # Kopf logs every handler call at INFO; keep it at WARNING unless asked.
     if level != "DEBUG":
         logging.getLogger("kopf").setLevel(logging.WARNING)
@@ -40,6 +38,8 @@ def run(settings: Settings | None = None) -> int:
         memo=kopf.Memo(settings=settings),
         standalone=peering is None,
         peering_name=peering,
+        priority=settings.kubernetes.priority,
+        liveness_endpoint=settings.kubernetes.liveness_endpoint,
         clusterwide=settings.kubernetes.clusterwide,
         namespaces=settings.kubernetes.namespaces,
     )

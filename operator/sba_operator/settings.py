@@ -8,6 +8,8 @@ and the result is handed to Kopf's startup handler through the memo.
 | SBA_WATCH_NAMESPACES | (all) | comma-separated namespaces (globs ok); empty = cluster-wide (*) |
 | KUBECONFIG | (in-cluster, then ~/.kube/config) | kubeconfig for the operator's own client |
 | SBA_OPERATOR_PEERING | (standalone) | Kopf peering name; empty runs standalone |
+| SBA_OPERATOR_PRIORITY | (random) | peering priority; the highest active replica works |
+| SBA_OPERATOR_LIVENESS | (off) | Kopf liveness endpoint, e.g. `http://0.0.0.0:8081/healthz` |
 | DATABASE_URL | required | Postgres DSN |
 | SBA_DB_POOL_MAX | 10 | asyncpg pool size |
 | REDIS_URL | redis://localhost:6379/0 | run-event announcements |
@@ -35,6 +37,8 @@ and the result is handed to Kopf's startup handler through the memo.
 | SBA_TOOL_CALLS_WINDOW_SECONDS | 60 | window of quotas.toolCallsPerMinute (the limit scales) |
 | SBA_OPERATOR_METRICS_PORT | 9090 | Prometheus /metrics port; 0 disables |
 | SBA_OPERATOR_METRICS_HOST | 0.0.0.0 | its bind address |
+| OTEL_EXPORTER_OTLP_ENDPOINT | (none) | traces over OTLP; see `sba_telemetry.tracing` |
+| SBA_OTEL_FILE_EXPORT | (none) | tests/dev: spans as JSON lines to this file |
 
 (*) Kopf watches the cluster-scoped Tenants only while some listed namespace exists:
 with `tenant-*`, also list one that always does (e.g. the operator's own).
@@ -43,9 +47,12 @@ with `tenant-*`, also list one that always does (e.g. the operator's own).
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from sba_telemetry import TelemetrySettings
 
 DEFAULT_TOOL_IMAGE = "sba-agentic/tool-runtime:0.1.0"
 DEFAULT_GATEWAY_URL = "http://sba-api.sba-system.svc:8080"
@@ -64,6 +71,10 @@ class KubernetesSettings:
     kubeconfig: str | None = None
     peering: str | None = None
     """Kopf peering name; None runs standalone (one replica)."""
+    priority: int = 0
+    """Peering priority. Kopf pauses *every* replica when two share the highest
+    priority, so replicas must differ: unset, each process draws a random one."""
+    liveness_endpoint: str | None = None
     server_timeout: int = 300
     """Seconds the API server keeps a watch open (an integer on the wire)."""
     client_timeout: float = 330.0
@@ -185,6 +196,9 @@ class Settings:
     planner: PlannerSettings = field(default_factory=PlannerSettings)
     quotas: QuotaSettings = field(default_factory=QuotaSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    telemetry: TelemetrySettings = field(
+        default_factory=lambda: TelemetrySettings("sba-operator", exporter="none")
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -247,6 +261,8 @@ class Settings:
                 namespaces=namespaces,
                 kubeconfig=text("KUBECONFIG") or None,
                 peering=text("SBA_OPERATOR_PEERING") or None,
+                priority=number("SBA_OPERATOR_PRIORITY", secrets.randbelow(32767) + 1, 0),
+                liveness_endpoint=text("SBA_OPERATOR_LIVENESS") or None,
                 server_timeout=number("SBA_KOPF_SERVER_TIMEOUT", 300, 1),
                 client_timeout=seconds("SBA_KOPF_CLIENT_TIMEOUT", 330.0),
             ),
@@ -284,4 +300,5 @@ class Settings:
                 port=number("SBA_OPERATOR_METRICS_PORT", 9090, 0),
                 host=text("SBA_OPERATOR_METRICS_HOST", "0.0.0.0"),
             ),
+            telemetry=TelemetrySettings.from_env("sba-operator", env),
         )

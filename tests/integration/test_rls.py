@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from sba_store.agui import AguiRunRepository
 from sba_store.artifacts import ArtifactRepository
 from sba_store.audit import AuditRepository
 from sba_store.db import Pool
@@ -41,6 +42,7 @@ TABLES: Final = {
     "knowledge_documents": "tenant_id",
     "knowledge_chunks": "tenant_id",
     "idempotency_keys": "tenant_id",
+    "agui_runs": "tenant_id",
 }
 # How many of UPDATE and DELETE sba_app is granted on each table (the rest are refused).
 GRANTED_WRITES: Final = {
@@ -53,6 +55,7 @@ GRANTED_WRITES: Final = {
     "knowledge_documents": 1,
     "knowledge_chunks": 0,
     "idempotency_keys": 2,
+    "agui_runs": 0,
 }
 SQLSTATE_INSUFFICIENT_PRIVILEGE: Final = "42501"
 
@@ -113,6 +116,7 @@ async def _seed(pool: Pool, tenant: str) -> Seeded:
         ttl_seconds=3600,
         in_flight_timeout_seconds=60,
     )
+    await AguiRunRepository(pool).add(tenant, "thread-1", "agui-run-1", run_id, 0)
     return Seeded(tenant, run_id, document_id)
 
 
@@ -263,6 +267,11 @@ _INSERTS: Final[dict[str, tuple[str, Callable[[str, Seeded], list[Any]]]]] = {
         " values ($1, 'x', 'POST', '/x', 'h', now() + interval '1 hour')",
         lambda t, s: [t],
     ),
+    "agui_runs": (
+        "insert into agui_runs (tenant_id, thread_id, agui_run_id, run_id, segment)"
+        " values ($1, 'x', 'x', $2, 9)",
+        lambda t, s: [t, s.run_id],
+    ),
 }
 
 
@@ -279,7 +288,9 @@ async def test_inserting_for_another_tenant_is_refused(
         await app_conn.execute(sql, *args(b.tenant, b))
 
 
-@pytest.mark.parametrize("table", ["run_events", "tool_calls", "artifacts", "knowledge_chunks"])
+@pytest.mark.parametrize(
+    "table", ["run_events", "tool_calls", "artifacts", "knowledge_chunks", "agui_runs"]
+)
 async def test_own_rows_cannot_hang_off_another_tenants_parent(
     app_conn: asyncpg.Connection[asyncpg.Record], seeded: tuple[Seeded, Seeded], table: str
 ) -> None:

@@ -1,6 +1,9 @@
 """A small client for the API's internal tool gateway, on the standard library alone.
 
-Every call carries ``Authorization: Bearer <step token>``. Connection failures get a
+Every call carries ``Authorization: Bearer <step token>`` and, when the Job was given
+one, the W3C ``traceparent`` the operator passed in ``TRACEPARENT`` (a pass-through:
+the gateway's server spans join the run's trace; no tracing SDK in the tool image).
+Connection failures get a
 couple of quick retries; HTTP errors are classified, never retried here (the Job's
 backoff retries the whole attempt when that is worth it).
 """
@@ -35,6 +38,7 @@ RESULT_PATH = "/internal/v1/step/result"
 TASKS_PATH = "/internal/v1/tasks"
 
 USER_AGENT = "sba-tool/0.1"
+TRACEPARENT_HEADER = "traceparent"
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.2, 0.6)
 _MAX_ERROR_TEXT = 300
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]+")
@@ -124,8 +128,10 @@ class GatewayClient:
         log: JsonLogger,
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         sleep: Callable[[float], None] = time.sleep,
+        traceparent: str | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
+        self._traceparent = traceparent
         self._token = token
         self._timeout = timeout_seconds
         self._log = log
@@ -217,6 +223,8 @@ class GatewayClient:
             **(headers or {}),
             "Authorization": f"Bearer {self._token}",
         }
+        if self._traceparent:
+            all_headers[TRACEPARENT_HEADER] = self._traceparent
         if payload is not None:
             data = json.dumps(payload, separators=(",", ":")).encode("utf-8")
             all_headers["Content-Type"] = "application/json"

@@ -1,4 +1,8 @@
-"""JSON-lines logging to stderr, with the step token redacted from every value."""
+"""JSON-lines logging to stderr, with the step token redacted from every value.
+
+The line shape matches the API's and the operator's (ts, level, logger, message, and
+run_id/tenant_id/trace_id/span_id when bound), plus ``event``, the stable name.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,12 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 REDACTED = "[redacted]"
+LOGGER_NAME = "sba_tools"
 
 
 class JsonLogger:
-    """One JSON object per line: ``ts``, ``level``, ``event`` and any context fields."""
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``message`` (= ``event``),
+    ``event`` and any context fields."""
 
     def __init__(
         self,
@@ -45,6 +51,8 @@ class JsonLogger:
         record: dict[str, Any] = {
             "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": level,
+            "logger": LOGGER_NAME,
+            "message": event,
             "event": event,
             **{k: v for k, v in {**self._context, **fields}.items() if v is not None},
         }

@@ -16,6 +16,7 @@ Exit codes:
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from sba_tools.egress import SafeHttpClient
 from sba_tools.errors import GatewayError, StepFailure
 from sba_tools.gateway import GatewayClient, StepEnvelope
 from sba_tools.jsonlog import JsonLogger
-from sba_tools.settings import RuntimeSettings
+from sba_tools.settings import RuntimeSettings, trace_ids
 from sba_tools.tools import ToolContext, implementation_for
 
 EXIT_OK = 0
@@ -202,12 +203,19 @@ def main() -> int:
         write_termination_message(termination_log, {"ok": False, "error": str(exc)})
         return EXIT_PERMANENT
     log.add_secret(settings.step_token)
-    log = log.bind(runId=settings.run_id, stepId=settings.step_id)
+    log = log.bind(
+        runId=settings.run_id,
+        stepId=settings.step_id,
+        run_id=settings.run_id,
+        tenant_id=os.environ.get("SBA_TENANT") or None,
+        **trace_ids(settings.traceparent),
+    )
     gateway = GatewayClient(
         settings.gateway_url,
         settings.step_token,
         timeout_seconds=settings.timeout_seconds,
         log=log,
+        traceparent=settings.traceparent,
     )
     log.info("step.start", gateway=settings.gateway_url)
     outcome = StepRunner(settings, log, gateway).run()

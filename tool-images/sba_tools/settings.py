@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -23,6 +24,8 @@ class RuntimeSettings:
     step_id: str | None = None
     termination_log: str = DEFAULT_TERMINATION_LOG
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    traceparent: str | None = None
+    """W3C trace context of the operator span that created the Job (`TRACEPARENT`)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RuntimeSettings:
@@ -53,6 +56,7 @@ class RuntimeSettings:
             step_id=env.get("SBA_STEP_ID") or None,
             termination_log=env.get("SBA_TERMINATION_LOG") or DEFAULT_TERMINATION_LOG,
             timeout_seconds=timeout,
+            traceparent=parse_traceparent(env.get("TRACEPARENT", "")),
         )
 
     @staticmethod
@@ -60,3 +64,23 @@ class RuntimeSettings:
         """Where to write the termination message even when the rest of the env is broken."""
         env = os.environ if env is None else env
         return env.get("SBA_TERMINATION_LOG") or DEFAULT_TERMINATION_LOG
+
+
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+
+
+def parse_traceparent(value: str) -> str | None:
+    """A well-formed W3C traceparent (version 00, non-zero ids), else None."""
+    value = value.strip().lower()
+    match = _TRACEPARENT.match(value)
+    if match is None or set(match[1]) == {"0"} or set(match[2]) == {"0"}:
+        return None
+    return value
+
+
+def trace_ids(traceparent: str | None) -> dict[str, str]:
+    """The trace_id/span_id log fields a traceparent names (empty when there is none)."""
+    if not traceparent:
+        return {}
+    _, trace_id, span_id, _ = traceparent.split("-")
+    return {"trace_id": trace_id, "span_id": span_id}

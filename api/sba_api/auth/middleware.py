@@ -17,6 +17,7 @@ from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
 from sba_api.auth.stream import InvalidStreamToken, verify_stream_token
 from sba_api.auth.tokens import InvalidToken, KeysUnavailable, TokenVerifier, bearer_token
+from sba_api.context import note_request
 from sba_api.errors import Forbidden, ServiceUnavailable, TooManyRequests, Unauthorized
 from sba_api.keys import LIMITS, METRICS, PRINCIPAL
 from sba_api.openapi import RouteSpec
@@ -134,4 +135,5 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         metrics.auth_failures.labels(status=str(exc.status)).inc()
         raise
     request[PRINCIPAL] = principal
+    note_request(tenant_id=principal.tenant)
     return await handler(request)

@@ -6,7 +6,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from sba_api.context import current_request_id
+from sba_api.context import current_request_id, note_request
 from sba_api.errors import BadRequest, ErrorItem
 from sba_api.handlers._common import json_response, read_body, read_json, services, settings
 from sba_api.schemas import StepResultIn
@@ -21,7 +21,9 @@ def _claims(request: web.Request) -> StepClaims:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     bearer = token.strip() if scheme.lower() == "bearer" else None
-    return services(request).gateway.authenticate(bearer)
+    claims = services(request).gateway.authenticate(bearer)
+    note_request(tenant_id=claims.tenant, run_id=claims.run_id)
+    return claims
 
 
 async def get_step(request: web.Request) -> web.Response:

@@ -12,7 +12,7 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
-from sba_api.context import current_request_id
+from sba_api.context import current_request_id, note_request
 from sba_api.errors import BadRequest, ErrorItem, NotFound, ServiceUnavailable, UpstreamError
 from sba_api.kube import KubeClient
 from sba_api.schemas import RunCreated, RunLinks, RunList, RunSummary, RunView
@@ -33,6 +33,7 @@ from sba_core.tools.registry import ToolRegistry
 from sba_store.audit import AuditRepository
 from sba_store.records import RunRecord
 from sba_store.runs import RunRepository
+from sba_telemetry import TRACEPARENT_ANNOTATION, current_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +121,16 @@ class RunService:
             },
             "spec": spec.wire(),
         }
+        traceparent = current_traceparent()
+        if traceparent:
+            # The operator continues this request's trace for its reconciles of the run.
+            body["metadata"]["annotations"] = {TRACEPARENT_ANNOTATION: traceparent}
         created = await self._kube.create_agent_run(namespace, body)
         metadata = created.get("metadata") or {}
         uid, name = metadata.get("uid"), metadata.get("name")
         if not isinstance(uid, str) or not isinstance(name, str):
             raise UpstreamError("Kubernetes returned an AgentRun without uid or name")
+        note_request(tenant_id=spec.tenant, run_id=uid)
         try:
             with store_boundary("record the run"):
                 await self._runs.upsert(

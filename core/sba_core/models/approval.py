@@ -13,7 +13,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from sba_core.models.base import WireModel
+from sba_core.models.base import Condition, WireModel
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 Digest = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -142,3 +142,7 @@ class ApprovalStatus(WireModel):
     message: str | None = None
     run_uid: str | None = None
     processed_at: datetime | None = None
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="`Processed`: True once the operator has answered (reason = `reason`).",
+    )

@@ -1,8 +1,9 @@
 """Shared configuration of every wire model: camelCase on the wire, strict on input."""
 
+from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 
@@ -23,3 +24,13 @@ class WireModel(BaseModel):
     def wire(self) -> dict[str, Any]:
         """The JSON-ready form, in camelCase, without unset optional fields."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class Condition(WireModel):
+    """A Kubernetes-style condition."""
+
+    type: str
+    status: str = Field(description='"True", "False" or "Unknown".')
+    reason: str = ""
+    message: str = ""
+    last_transition_time: datetime | None = None

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import Field, StringConstraints
 
 from sba_core.models.approval import ApprovalPolicy, StepApproval
+from sba_core.models.base import Condition as Condition  # re-exported: models.run.Condition
 from sba_core.models.base import WireModel
 from sba_core.tools.names import ToolName
 
@@ -159,16 +160,6 @@ class AgentRunSpec(RunRequest):
         description="User input by step id: the result of that `user.input` step."
         " Entries can be added, never changed.",
     )
-
-
-class Condition(WireModel):
-    """A Kubernetes-style condition."""
-
-    type: str
-    status: str = Field(description='"True", "False" or "Unknown".')
-    reason: str = ""
-    message: str = ""
-    last_transition_time: datetime | None = None
 
 
 class StepStatus(WireModel):

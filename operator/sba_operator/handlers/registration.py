@@ -41,6 +41,7 @@ from sba_store.ratelimit import RateLimiter
 from sba_store.runs import RunRepository
 from sba_store.tenants import TenantRepository
 from sba_store.tool_calls import ToolCallRepository
+from sba_telemetry import Telemetry, bind_log_context
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class OperatorContext:
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     http: aiohttp.ClientSession | None = None
     """The LLM planner's session (None when the builtin planner plans)."""
+    telemetry: Telemetry | None = None
 
     def create_scheduler(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
         """The one wake-up scheduler of all runs (deadlines, backoffs, approval expiry);
@@ -138,6 +140,8 @@ class OperatorContext:
         await self.redis.aclose()
         await self.pool.close()
         self.kube.close()
+        if self.telemetry is not None:
+            self.telemetry.shutdown()
 
     async def reconcile_run(
         self,
@@ -147,6 +151,16 @@ class OperatorContext:
         logger: logging.Logger | logging.LoggerAdapter[Any],
     ) -> None:
         """Reconcile a run; a failure schedules a retry instead of being dropped."""
+        with bind_log_context(run_id=uid):
+            await self._reconcile_run(namespace, name, uid, logger)
+
+    async def _reconcile_run(
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+    ) -> None:
         started = time.perf_counter()
         try:
             await self.runs.reconcile(namespace, name, uid)
@@ -202,9 +216,13 @@ def llm_planner_factory(
 
 async def create_context(settings: Settings) -> OperatorContext:
     """Open the clients. A failure here is raised as Kopf's Temporary/PermanentError."""
+    telemetry = Telemetry(settings.telemetry)
+    telemetry.install()
     try:
         kube = Kube(
-            new_api_client(settings.kubernetes.kubeconfig), settings.kubernetes.request_timeout
+            new_api_client(settings.kubernetes.kubeconfig),
+            settings.kubernetes.request_timeout,
+            telemetry=telemetry,
         )
         pool = await create_pool(
             settings.database.url,
@@ -233,6 +251,7 @@ async def create_context(settings: Settings) -> OperatorContext:
         redis=redis,
         metrics=metrics,
         http=http,
+        telemetry=telemetry,
         runs=RunDriver(
             settings=settings,
             kube=kube,
@@ -249,6 +268,7 @@ async def create_context(settings: Settings) -> OperatorContext:
             planner_factory=factory,
             limiter=RateLimiter(redis, window_seconds=settings.quotas.tool_calls_window_seconds),
             metrics=metrics,
+            telemetry=telemetry,
         ),
         tenants=TenantDriver(
             kube=kube,

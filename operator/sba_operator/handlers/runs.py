@@ -29,6 +29,7 @@ from uuid import UUID
 from redis.asyncio import Redis
 
 from sba_core.events import EventType
+from sba_core.group import API_VERSION, APPROVAL_KIND
 from sba_core.lifecycle import is_terminal
 from sba_core.llm_planning import allowed_registry
 from sba_core.models.approval import (
@@ -37,7 +38,7 @@ from sba_core.models.approval import (
     ApprovalStatus,
     RejectReason,
 )
-from sba_core.models.run import AgentRunSpec, RunPhase, StepPhase
+from sba_core.models.run import AgentRunSpec, Condition, RunPhase, StepPhase
 from sba_core.models.tenant import TenantQuotas
 from sba_core.planning import Plan, PlannedStep, Planner, PlanningError
 from sba_core.step_token import mint_step_token
@@ -59,7 +60,7 @@ from sba_operator.reconcile import (
     parse_status,
 )
 from sba_operator.reconcile.admission import tenant_view
-from sba_operator.reconcile.jobs import labels_match
+from sba_operator.reconcile.jobs import labels_match, with_traceparent
 from sba_operator.reconcile.model import (
     ObservedApproval,
     PeerRun,
@@ -68,7 +69,12 @@ from sba_operator.reconcile.model import (
     TenantView,
     parse_time,
 )
-from sba_operator.reconcile.runs import REASON_PLANNING_FAILED, REASON_QUEUED, REASON_TOKEN_QUOTA
+from sba_operator.reconcile.runs import (
+    COND_PROCESSED,
+    REASON_PLANNING_FAILED,
+    REASON_QUEUED,
+    REASON_TOKEN_QUOTA,
+)
 from sba_operator.settings import Settings
 from sba_store.audit import AuditRepository
 from sba_store.dead_letters import DeadLetterRepository
@@ -79,6 +85,14 @@ from sba_store.ratelimit import Limit, RateLimiter, per_window, retry_at
 from sba_store.records import NewEvent
 from sba_store.runs import RunRepository
 from sba_store.tool_calls import ToolCallRepository
+from sba_telemetry import (
+    TRACEPARENT_ANNOTATION,
+    Telemetry,
+    TelemetrySettings,
+    bind_log_context,
+    context_from_traceparent,
+    current_traceparent,
+)
 
 if TYPE_CHECKING:
     from sba_operator.handlers.scheduler import WakeScheduler
@@ -181,9 +195,11 @@ class RunDriver:
         planner_factory: PlannerFactory | None = None,
         limiter: RateLimiter | None = None,
         metrics: OperatorMetrics | None = None,
+        telemetry: Telemetry | None = None,
         clock: Clock = utcnow,
     ) -> None:
         self.settings = settings
+        self.telemetry = telemetry or Telemetry(TelemetrySettings("sba-operator", exporter="none"))
         self.plans = plans
         """Plans of record; None: every plan is the builtin planner's (recomputed)."""
         self.token_usage = token_usage
@@ -352,7 +368,10 @@ class RunDriver:
             )
         planner = self.planner_factory(allowed_registry(self.registry, tenant.allowed_tools))
         try:
-            plan = await planner.plan(spec)
+            with self.telemetry.span("plan", attributes={"tenant_id": spec.tenant}) as span:
+                plan = await planner.plan(spec)
+                span.set_attribute("sba.planner", plan.planner)
+                span.set_attribute("sba.plan_steps", len(plan.steps))
         except LLMPlanningFailed as exc:
             if self.token_usage is not None and exc.usage.total:
                 await self.token_usage.add(spec.tenant, day, exc.usage.total)
@@ -457,8 +476,29 @@ class RunDriver:
         obj = await self.kube.get_agentrun(namespace, name)
         if obj is None or (obj.get("metadata") or {}).get("uid") != uid:
             return None
-        if (obj.get("metadata") or {}).get("deletionTimestamp"):
+        meta = obj.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
             return None  # being deleted: garbage collection removes the Jobs and Secrets
+        spec_tenant = (obj.get("spec") or {}).get("tenant")
+        tenant = spec_tenant if isinstance(spec_tenant, str) and spec_tenant else None
+        # The trace of the request that created the run (API), when it came through the API.
+        annotations = meta.get("annotations") or {}
+        parent = context_from_traceparent(annotations.get(TRACEPARENT_ANNOTATION))
+        attributes = {"run_id": uid, "k8s.namespace.name": namespace, "sba.run_name": name}
+        if tenant:
+            attributes["tenant_id"] = tenant
+        with (
+            bind_log_context(run_id=uid, tenant_id=tenant),
+            self.telemetry.span("reconcile AgentRun", parent=parent, attributes=attributes) as span,
+        ):
+            decision = await self._execute(obj, namespace, name, uid)
+            span.set_attribute("sba.phase", str(decision.phase))
+            return decision
+
+    async def _execute(
+        self, obj: Mapping[str, Any], namespace: str, name: str, uid: str
+    ) -> Decision:
+        """Observe, decide and carry the decision out (inside the reconcile's span)."""
         observation = await self._observe(obj, uid)
         tools = self.settings.tools
         decision = decide_run(observation, self.registry, tools)
@@ -517,15 +557,22 @@ class RunDriver:
         await self._write_audit(decision)
         for update in decision.approval_updates:
             await self.kube.patch_approval_status(namespace, update.name, update.status)
+            self._post_approval_event(namespace, update.name, update.status)
         for secret in decision.delete_secrets:
             await self.kube.delete_secret(namespace, secret)
         if decision.released_slot and decision.db_tenant is not None:
             await self.poke_queue(namespace, exclude=uid)
-        for event in decision.kube_events:
-            try:
-                self.post_event(obj, event)
-            except Exception:  # events are best-effort; status and run_events are the record
-                log.warning("could not post event %s for %s/%s", event.reason, namespace, name)
+        if decision.kube_events:
+            with self.telemetry.span(
+                "post Kubernetes Events", attributes={"sba.events": len(decision.kube_events)}
+            ):
+                for event in decision.kube_events:
+                    try:
+                        self.post_event(obj, event)
+                    except Exception:  # best-effort; status and run_events are the record
+                        log.warning(
+                            "could not post event %s for %s/%s", event.reason, namespace, name
+                        )
         return decision
 
     def _track_phase(self, obj: Mapping[str, Any], uid: str, decision: Decision) -> None:
@@ -605,13 +652,44 @@ class RunDriver:
 
     async def answer_orphan_approval(self, namespace: str, name: str, run_name: str) -> None:
         """An Approval naming a run that does not exist: reject it (the API's 404)."""
+        now = self.clock().replace(microsecond=0)
+        message = f"no AgentRun {run_name!r} in namespace {namespace!r}"
+        reason = str(RejectReason.RUN_NOT_FOUND)
         status = ApprovalStatus(
             outcome=ApprovalOutcome.REJECTED,
             reason=RejectReason.RUN_NOT_FOUND,
-            message=f"no AgentRun {run_name!r} in namespace {namespace!r}",
-            processed_at=self.clock().replace(microsecond=0),
+            message=message,
+            processed_at=now,
+            conditions=[
+                Condition(
+                    type=COND_PROCESSED,
+                    status="True",
+                    reason=reason,
+                    message=message,
+                    last_transition_time=now,
+                )
+            ],
         )
         await self.kube.patch_approval_status(namespace, name, status.wire())
+        self._post_approval_event(namespace, name, status.wire())
+
+    def _post_approval_event(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """A Kubernetes Event on the Approval: accepted (Normal) or rejected (Warning)."""
+        accepted = status.get("outcome") == str(ApprovalOutcome.ACCEPTED)
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": APPROVAL_KIND,
+            "metadata": {"name": name, "namespace": namespace},
+        }
+        event = KubeEvent(
+            "Normal" if accepted else "Warning",
+            str(status.get("reason") or ("Accepted" if accepted else "Rejected")),
+            str(status.get("message") or ""),
+        )
+        try:
+            self.post_event(body, event)
+        except Exception:  # best-effort, like the run's Events
+            log.warning("could not post event %s for Approval %s/%s", event.reason, namespace, name)
 
     async def record_deleted(self, body: Mapping[str, Any]) -> None:
         """A run deleted before it finished: record it as cancelled in Postgres.
@@ -671,6 +749,18 @@ class RunDriver:
 
     async def _start_one(self, ref: RunRef, tenant: str, start: StartStep) -> bool:
         """Start one attempt; False when its Job name belongs to somebody else."""
+        with self.telemetry.span(
+            "create Job",
+            attributes={
+                "k8s.job.name": start.job_name,
+                "sba.step_id": start.step_id,
+                "sba.attempt": start.attempt,
+                "sba.tool": start.tool,
+            },
+        ):
+            return await self._start_one_traced(ref, tenant, start)
+
+    async def _start_one_traced(self, ref: RunRef, tenant: str, start: StartStep) -> bool:
         await self.tool_calls.record_start(
             run_id=UUID(ref.uid),
             step_id=start.step_id,
@@ -692,8 +782,10 @@ class RunDriver:
         secret = build_step_secret(ref, start.step_id, start.attempt, start.secret_name, token)
         if not await self.kube.apply_owned_secret(ref.namespace, secret, ref.uid):
             return False
+        # The tool pod continues this span's trace for its gateway calls.
+        job = with_traceparent(start.job, current_traceparent())
         try:
-            await self.kube.create_job(ref.namespace, start.job)
+            await self.kube.create_job(ref.namespace, job)
         except Conflict:
             existing_job = await self.kube.get_job(ref.namespace, start.job_name)
             if existing_job is None:
@@ -708,6 +800,11 @@ class RunDriver:
         assert decision.db_tenant is not None
         if not decision.events:
             return
+        with self.telemetry.span("record events", attributes={"sba.events": len(decision.events)}):
+            await self._record_events_traced(run_id, decision)
+
+    async def _record_events_traced(self, run_id: UUID, decision: Decision) -> None:
+        assert decision.db_tenant is not None
         inserted = await self.events.append(
             run_id,
             decision.db_tenant,

@@ -17,8 +17,11 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from sba_core import group
+from sba_telemetry import Telemetry
 
 T = TypeVar("T")
 
@@ -98,8 +101,14 @@ def new_api_client(kubeconfig: str | None) -> k8s.ApiClient:
 class Kube:
     """The operator's Kubernetes calls. One instance per process, created at startup."""
 
-    def __init__(self, api: k8s.ApiClient, request_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        api: k8s.ApiClient,
+        request_timeout: float = 60.0,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self._api = api
+        self._telemetry = telemetry
         self._untyped: Any = api
         self._timeout = request_timeout
         self._custom = k8s.CustomObjectsApi(api)
@@ -116,7 +125,11 @@ class Kube:
             except _TRANSPORT_ERRORS as exc:
                 raise _translate(exc) from exc
 
-        return await asyncio.to_thread(run)
+        if self._telemetry is None or not trace.get_current_span().is_recording():
+            return await asyncio.to_thread(run)  # only child spans: no trace per poll
+        name = getattr(fn, "__name__", "call")
+        with self._telemetry.span(f"k8s {name}", kind=SpanKind.CLIENT):
+            return await asyncio.to_thread(run)
 
     def _plain(self, obj: Any) -> dict[str, Any]:
         if isinstance(obj, dict):

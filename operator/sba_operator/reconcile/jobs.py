@@ -7,6 +7,7 @@ adopts — what an earlier one created instead of creating a duplicate.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from collections.abc import Mapping
@@ -24,6 +25,8 @@ COMPONENT_TOOL_STEP: Final = "tool-step"
 NONROOT_ID: Final = 65532
 EXIT_PERMANENT: Final = 2
 """The tool runtime exits 2 on a permanent error (bad params/contract): no pod retry."""
+TRACEPARENT_ENV: Final = "TRACEPARENT"
+"""W3C trace context of the operator span that created the Job; sba-tool sends it on."""
 
 _INVALID = re.compile(r"[^a-z0-9-]+")
 
@@ -134,11 +137,12 @@ def build_job(
     spec: ToolSpec,
     tools: ToolSettings,
     active_deadline_seconds: int | None = None,
+    traceparent: str | None = None,
 ) -> dict[str, Any]:
     """The sandboxed Job for one attempt of one step (Pod Security "restricted" compliant).
 
     `active_deadline_seconds` is the step's deadline (plan override); the default
-    comes from the operator's settings.
+    comes from the operator's settings. `traceparent`: see `with_traceparent`.
     """
     name = job_name(run.name, step_id, attempt)
     labels = step_labels(run, step_id, attempt)
@@ -187,7 +191,7 @@ def build_job(
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    return {
+    job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
@@ -239,3 +243,21 @@ def build_job(
             },
         },
     }
+    return with_traceparent(job, traceparent)
+
+
+def with_traceparent(job: Mapping[str, Any], traceparent: str | None) -> dict[str, Any]:
+    """A copy of `job` whose tool container has `TRACEPARENT` set (replaced if present).
+
+    Kept out of the Job's identity: an adopted Job keeps whatever trace it was created in.
+    """
+    result = copy.deepcopy(dict(job))
+    if not traceparent:
+        return result
+    for container in result["spec"]["template"]["spec"]["containers"]:
+        if container.get("name") != CONTAINER_NAME:
+            continue
+        env = [e for e in container.get("env", []) if e.get("name") != TRACEPARENT_ENV]
+        env.append({"name": TRACEPARENT_ENV, "value": traceparent})
+        container["env"] = env
+    return result

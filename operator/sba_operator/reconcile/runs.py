@@ -101,6 +101,8 @@ REASON_TOKEN_QUOTA: Final = "TokenQuotaExceeded"
 
 COND_PLANNED: Final = "Planned"
 COND_SUCCEEDED: Final = "Succeeded"
+COND_PROCESSED: Final = "Processed"
+"""An Approval's condition: True once the operator has answered it (accepted or rejected)."""
 
 SYSTEM_ACTOR: Final = "system:sba-operator"
 UNKNOWN_ACTOR: Final = "unknown"
@@ -979,6 +981,7 @@ class _Run:
             message=clip(msg),
             run_uid=self.uid,
             processed_at=self.now,
+            conditions=set_condition([], COND_PROCESSED, "True", reason, msg, self.now),
         )
         self.approval_updates.append(ApprovalUpdate(approval.name, status.wire()))
 
