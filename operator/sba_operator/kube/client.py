@@ -395,20 +395,24 @@ class Kube:
                 _request_timeout=self._timeout,
             )
 
-    async def list_agentruns(self, namespace: str) -> list[dict[str, Any]]:
+    async def _list_custom(self, namespace: str, plural: str) -> list[dict[str, Any]]:
+        """Every object of one of our kinds in a namespace; none when it is gone."""
         try:
             result = await self._call(
                 self._custom.list_namespaced_custom_object,
                 group.GROUP,
                 group.VERSION,
                 namespace,
-                group.AGENTRUN_PLURAL,
+                plural,
                 _request_timeout=self._timeout,
             )
         except NotFound:
             return []
         items: list[dict[str, Any]] = self._plain(result).get("items") or []
         return items
+
+    async def list_agentruns(self, namespace: str) -> list[dict[str, Any]]:
+        return await self._list_custom(namespace, group.AGENTRUN_PLURAL)
 
     async def delete_agentrun(self, namespace: str, name: str) -> None:
         """Delete a run; its Jobs follow through their owner references."""
@@ -443,19 +447,7 @@ class Kube:
     # -- Approvals -------------------------------------------------------------------------
 
     async def list_approvals(self, namespace: str) -> list[dict[str, Any]]:
-        try:
-            result = await self._call(
-                self._custom.list_namespaced_custom_object,
-                group.GROUP,
-                group.VERSION,
-                namespace,
-                group.APPROVAL_PLURAL,
-                _request_timeout=self._timeout,
-            )
-        except NotFound:
-            return []
-        items: list[dict[str, Any]] = self._plain(result).get("items") or []
-        return items
+        return await self._list_custom(namespace, group.APPROVAL_PLURAL)
 
     async def patch_approval_status(
         self, namespace: str, name: str, status: Mapping[str, Any]
