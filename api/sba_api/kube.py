@@ -168,24 +168,33 @@ class KubeClient:
             return bool(exc.status != 404)
         return True
 
-    async def get_agent_run(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The AgentRun, or None when it does not exist (any more)."""
+    async def _object_or_none(
+        self, what: str, absent: int, func: Callable[..., object], *args: Any
+    ) -> dict[str, Any] | None:
+        """`func(*args)` as a plain dict; None when the API server answers `absent`."""
 
         def call() -> dict[str, Any] | None:
             try:
-                result = cast(
-                    dict[str, Any],
-                    self._custom.get_namespaced_custom_object(
-                        GROUP, VERSION, namespace, AGENTRUN_PLURAL, name
-                    ),
-                )
+                return cast(dict[str, Any], func(*args))
             except ApiException as exc:
-                if exc.status == 404:
+                if exc.status == absent:
                     return None
                 raise
-            return result
 
-        return await self._call("read the AgentRun", call)
+        return await self._call(what, call)
+
+    async def get_agent_run(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The AgentRun, or None when it does not exist (any more)."""
+        return await self._object_or_none(
+            "read the AgentRun",
+            404,
+            self._custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            AGENTRUN_PLURAL,
+            name,
+        )
 
     async def delete_agent_run(self, namespace: str, name: str) -> None:
         """Delete an AgentRun (compensation when recording it failed); absent is fine."""
@@ -257,52 +266,40 @@ class KubeClient:
         return await self._call("create the Approval", call)
 
     async def get_approval(self, namespace: str, name: str) -> dict[str, Any] | None:
-        def call() -> dict[str, Any] | None:
-            try:
-                return cast(
-                    dict[str, Any],
-                    self._custom.get_namespaced_custom_object(
-                        GROUP, VERSION, namespace, APPROVAL_PLURAL, name
-                    ),
-                )
-            except ApiException as exc:
-                if exc.status == 404:
-                    return None
-                raise
-
-        return await self._call("read the Approval", call)
+        return await self._object_or_none(
+            "read the Approval",
+            404,
+            self._custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            APPROVAL_PLURAL,
+            name,
+        )
 
     async def get_tenant(self, name: str) -> dict[str, Any] | None:
         """The (cluster-scoped) Tenant resource, or None."""
-
-        def call() -> dict[str, Any] | None:
-            try:
-                return cast(
-                    dict[str, Any],
-                    self._custom.get_cluster_custom_object(GROUP, VERSION, TENANT_PLURAL, name),
-                )
-            except ApiException as exc:
-                if exc.status == 404:
-                    return None
-                raise
-
-        return await self._call("read the Tenant", call)
+        return await self._object_or_none(
+            "read the Tenant",
+            404,
+            self._custom.get_cluster_custom_object,
+            GROUP,
+            VERSION,
+            TENANT_PLURAL,
+            name,
+        )
 
     async def create_tenant(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """Create a Tenant; None when one of that name already exists."""
-
-        def call() -> dict[str, Any] | None:
-            try:
-                return cast(
-                    dict[str, Any],
-                    self._custom.create_cluster_custom_object(GROUP, VERSION, TENANT_PLURAL, body),
-                )
-            except ApiException as exc:
-                if exc.status == 409:
-                    return None
-                raise
-
-        return await self._call("create the Tenant", call)
+        return await self._object_or_none(
+            "create the Tenant",
+            409,
+            self._custom.create_cluster_custom_object,
+            GROUP,
+            VERSION,
+            TENANT_PLURAL,
+            body,
+        )
 
     async def delete_tenant(self, name: str) -> bool:
         """Delete a Tenant (the operator tears its namespace down); False when absent."""
