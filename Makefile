@@ -109,6 +109,7 @@ down: venv
 
 bench: deps
 	$(BIN)/python bench/run_latency.py
+	$(BIN)/python bench/token_latency.py
 
 clean:
 	rm -rf .dev .cache $(VENV)

@@ -32,6 +32,9 @@ from sba_api.services.events import EventService
 from sba_api.services.gateway import GatewayService
 from sba_api.services.idempotency import IdempotencyService
 from sba_api.services.knowledge import KnowledgeService
+from sba_api.services.model_config import ModelConfigSource
+from sba_api.services.model_gateway import ModelGatewayService
+from sba_api.services.plans import PlanService
 from sba_api.services.run_actions import RunActionService
 from sba_api.services.runs import RunService
 from sba_api.services.step_config import StepConfigSource
@@ -43,6 +46,7 @@ from sba_api.services.tool_execution import ToolExecutionService
 from sba_api.settings import EmbeddingProvider, Settings
 from sba_core.knowledge import Embedder, HashingEmbedder
 from sba_core.tools.registry import builtin_registry
+from sba_llm import BuiltinModel, CircuitBreaker, ModelRouter
 from sba_store.agui import AguiRunRepository
 from sba_store.artifacts import ArtifactRepository
 from sba_store.audit import AuditRepository
@@ -51,6 +55,7 @@ from sba_store.eventbus import RunEventListener
 from sba_store.events import EventRepository
 from sba_store.idempotency import IdempotencyRepository
 from sba_store.knowledge import KnowledgeRepository
+from sba_store.plans import TokenUsageRepository
 from sba_store.runs import RunRepository
 from sba_store.tasks import TaskRepository
 from sba_store.tool_calls import ToolCallRepository
@@ -64,7 +69,10 @@ API_VERSION = "0.1.0"
 
 
 async def _build_services(
-    settings: Settings, stack: AsyncExitStack, telemetry: Telemetry | None = None
+    settings: Settings,
+    stack: AsyncExitStack,
+    telemetry: Telemetry | None = None,
+    metrics: Metrics | None = None,
 ) -> Services:
     pool = await create_pool(
         settings.database.url,
@@ -110,6 +118,40 @@ async def _build_services(
     )
     knowledge = KnowledgeService(KnowledgeRepository(pool), embedder)
     artifacts = ArtifactService(ArtifactRepository(pool), run_service)
+
+    def on_tokens(tenant: str, tokens: int) -> None:
+        if metrics is not None:
+            metrics.llm_tokens.labels(tenant=tenant).inc(tokens)
+
+    gateway = GatewayService(
+        settings.gateway.step_token_secret,
+        ToolCallRepository(pool),
+        registry,
+        knowledge,
+        artifacts,
+        step_config=StepConfigSource(settings.tools, kube.get_tenant),
+        audit=AuditRepository(pool),
+    )
+    router = ModelRouter(
+        breaker=CircuitBreaker(
+            threshold=settings.models.breaker_threshold,
+            cooldown_seconds=settings.models.breaker_cooldown_seconds,
+        ),
+        builtin=BuiltinModel(piece_delay_seconds=settings.models.builtin_piece_delay_seconds),
+    )
+    stack.push_async_callback(router.close)
+    models = ModelGatewayService(
+        gateway,
+        router,
+        ModelConfigSource(settings.models, kube.get_tenant, kube.get_secret_value),
+        runs=RunRepository(pool),
+        tool_calls=ToolCallRepository(pool),
+        events=EventRepository(pool),
+        token_usage=TokenUsageRepository(pool),
+        redis=redis,
+        flush_seconds=settings.models.token_flush_seconds,
+        on_tokens=on_tokens,
+    )
     return Services(
         runs=run_service,
         events=EventService(
@@ -121,15 +163,9 @@ async def _build_services(
         ),
         artifacts=artifacts,
         knowledge=knowledge,
-        gateway=GatewayService(
-            settings.gateway.step_token_secret,
-            ToolCallRepository(pool),
-            registry,
-            knowledge,
-            artifacts,
-            step_config=StepConfigSource(settings.tools, kube.get_tenant),
-            audit=AuditRepository(pool),
-        ),
+        gateway=gateway,
+        models=models,
+        plans=PlanService(kube, registry),
         system=SystemService(pool, redis, registry),
         tenants=TenantService(kube, UsageRepository(pool), audit),
         audit=audit,
@@ -148,7 +184,7 @@ async def _build_services(
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
-        app[SERVICES] = await _build_services(app[SETTINGS], stack, app[TELEMETRY])
+        app[SERVICES] = await _build_services(app[SETTINGS], stack, app[TELEMETRY], app[METRICS])
         log.info("API resources ready")
         yield
 

@@ -16,6 +16,8 @@ from sba_api.services.events import EventService
 from sba_api.services.gateway import GatewayService
 from sba_api.services.idempotency import IdempotencyService
 from sba_api.services.knowledge import KnowledgeService
+from sba_api.services.model_gateway import ModelGatewayService
+from sba_api.services.plans import PlanService
 from sba_api.services.run_actions import RunActionService
 from sba_api.services.runs import RunService
 from sba_api.services.stream_tokens import StreamTokenService
@@ -48,6 +50,10 @@ class Services:
     """None: Idempotency-Key is not honoured (in-process unit-test apps only)."""
     agui: AguiService | None = None
     """POST /agui and GET /runs/{id}/agui (None: answered 503)."""
+    plans: PlanService | None = None
+    """POST /api/v1/plan (None: answered 503)."""
+    models: ModelGatewayService | None = None
+    """llm.generate's model calls behind /internal/v1/model/generate (None: answered 503)."""
 
 
 SETTINGS = web.AppKey("settings", Settings)

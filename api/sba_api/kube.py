@@ -8,6 +8,7 @@ The `kubernetes` client is synchronous; every call runs in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from collections.abc import Callable
@@ -288,6 +289,23 @@ class KubeClient:
             TENANT_PLURAL,
             name,
         )
+
+    async def get_secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        """One key of a Secret (decoded), or None when the Secret or the key is absent."""
+
+        def call() -> str | None:
+            try:
+                secret = self._core.read_namespaced_secret(name, namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            raw = (secret.data or {}).get(key)
+            if raw is None:
+                return None
+            return base64.b64decode(raw).decode("utf-8").strip()
+
+        return await self._call("read the model Secret", call)
 
     async def create_tenant(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """Create a Tenant; None when one of that name already exists."""

@@ -37,6 +37,12 @@ class Metrics:
             ["tenant", "scope"],
             registry=self.registry,
         )
+        self.llm_tokens = Counter(
+            "llm_tokens",
+            "Model tokens (prompt + completion) spent by llm.generate steps, by tenant.",
+            ["tenant"],
+            registry=self.registry,
+        )
         self.auth_failures = Counter(
             "auth_failures",
             "Requests refused with 401 (invalid or missing token) or 403 (permission, tenant).",

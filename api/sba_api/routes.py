@@ -39,6 +39,7 @@ from sba_api.schemas import (
     KnowledgeDocumentIn,
     KnowledgeSearchIn,
     KnowledgeSearchResult,
+    PlanView,
     RunCreated,
     RunList,
     RunListQuery,
@@ -59,7 +60,12 @@ from sba_api.schemas import (
 )
 from sba_api.schemas_agui import AguiQuery, AguiRunInput
 from sba_core.auth.permissions import Permission
-from sba_core.tools.contracts import KnowledgeSearchParams, TaskCreated, TaskFields
+from sba_core.tools.contracts import (
+    KnowledgeSearchParams,
+    LlmGenerateResult,
+    TaskCreated,
+    TaskFields,
+)
 
 API = "/api/v1"
 INTERNAL = "/internal/v1"
@@ -79,6 +85,19 @@ ROUTES: tuple[RouteSpec, ...] = (
         errors=(*JSON_BODY_ERRORS, 404, 502, 503),
         permission=Permission.RUNS_CREATE,
         idempotent=True,
+    ),
+    RouteSpec(
+        "POST",
+        f"{API}/plan",
+        runs.preview_plan,
+        "previewPlan",
+        "The plan a run would get (seed 000's POST /agent/plan): its steps, the approvals each"
+        " would wait for and the cost estimate; creates nothing",
+        "runs",
+        request=RunRequest,
+        responses={200: PlanView},
+        errors=(*JSON_BODY_ERRORS, 404, 502, 503),
+        permission=Permission.RUNS_CREATE,
     ),
     RouteSpec(
         "GET",
@@ -436,6 +455,22 @@ ROUTES: tuple[RouteSpec, ...] = (
         request=TaskFields,
         responses={201: TaskCreated, 200: TaskCreated},
         errors=(*JSON_BODY_ERRORS, 401, 403, 404, 409, 503),
+        step_token=True,
+    ),
+    RouteSpec(
+        "POST",
+        f"{INTERNAL}/model/generate",
+        gateway.generate,
+        "gatewayGenerate",
+        "Run the calling llm.generate step's model call: the gateway renders the step's"
+        " prompt over the run's goal and earlier results, asks the tenant's model (fallback"
+        " model and circuit breakers included, quotas.tokensPerDay enforced), streams the text"
+        " to the run's clients as `token` events while it is written, and answers with the"
+        " finished text. Safe to repeat: text already streamed for the attempt is never"
+        " streamed again. Tools that want streamed text use this route.",
+        "gateway",
+        responses={200: LlmGenerateResult},
+        errors=(401, 403, 404, 422, 503),
         step_token=True,
     ),
     RouteSpec(

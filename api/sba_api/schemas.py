@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from sba_core.models.approval import Decision
+from sba_core.models.approval import ApprovalPolicy, Decision
 from sba_core.models.base import WireModel
 from sba_core.models.run import (
     MAX_INPUT_CHARS,
@@ -284,6 +284,32 @@ class ToolInfo(WireModel):
 
 class ToolCatalog(WireModel):
     items: list[ToolInfo]
+
+
+class PlannedStepView(WireModel):
+    id: str
+    tool: str
+    params: dict[str, Any]
+    side_effect: bool
+    scopes: list[str]
+    cost_estimate: int = Field(description="Micro-dollars, the tool's own estimate.")
+    requires_approval: bool
+    approval: ApprovalPolicy | None = Field(
+        default=None, description="The terms the step waits under (tenant and run policy)."
+    )
+
+
+class PlanView(WireModel):
+    """The plan a run would get, without creating it (seed 000's `POST /agent/plan`)."""
+
+    planner: str = Field(description="`builtin` or `explicit` (a model's plan is not previewed).")
+    steps: list[PlannedStepView]
+    cost_estimate: int = Field(description="Sum of the steps' estimates, micro-dollars.")
+    approvals_required: int
+    not_allowed: list[str] = Field(
+        default_factory=list,
+        description="Planned tools the tenant may not use: such a run would fail at admission.",
+    )
 
 
 class Health(WireModel):

@@ -133,6 +133,29 @@ class ToolSettings:
 
 
 @dataclass(frozen=True)
+class ModelSettings:
+    """The model gateway (llm.generate steps): the deployment's default model, batching."""
+
+    provider: str = "builtin"
+    """`builtin` (offline, extractive) or `openai` (SBA_LLM_PROVIDER; `openai` by default
+    when OPENAI_API_KEY or SBA_LLM_BASE_URL is set). A Tenant's spec.model overrides it."""
+    base_url: str | None = None
+    model: str = "sba-extractive"
+    fallback_model: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    timeout_seconds: float = 60.0
+    max_retries: int = 2
+    token_flush_seconds: float = 0.05
+    """Streamed text is written as one `token` event at most this often (while it flows)."""
+    builtin_piece_delay_seconds: float = 0.01
+    """The builtin model's pace per piece, so its answer visibly streams."""
+    breaker_threshold: int = 3
+    breaker_cooldown_seconds: float = 30.0
+    config_cache_seconds: float = 30.0
+    """How long a Tenant's model configuration (and its Secret) is reused."""
+
+
+@dataclass(frozen=True)
 class IdempotencySettings:
     """`Idempotency-Key` on the POST routes that change things (sba_api.idempotency)."""
 
@@ -184,6 +207,7 @@ class Settings:
     tools: ToolSettings = field(default_factory=ToolSettings)
     idempotency: IdempotencySettings = field(default_factory=IdempotencySettings)
     run_actions: RunActionSettings = field(default_factory=RunActionSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
     telemetry: TelemetrySettings = field(default_factory=lambda: TelemetrySettings("sba-api"))
 
     @classmethod
@@ -258,6 +282,7 @@ class Settings:
                 approval_wait_seconds=number("SBA_APPROVAL_WAIT_SECONDS", 5.0, minimum=0),
             ),
             tools=_tool_settings(e, number),
+            models=_model_settings(e, number),
             auth=auth,
             rate_limits=rate_limits,
             http=HttpSettings(
@@ -347,4 +372,31 @@ def _tool_settings(e: Mapping[str, str], number: Callable[..., float]) -> ToolSe
         crm_url=crm_url,
         default_egress_allowlist=allowlist,
         egress_cache_seconds=number("SBA_EGRESS_ALLOWLIST_CACHE_SECONDS", 30.0, minimum=0),
+    )
+
+
+def _model_settings(e: Mapping[str, str], number: Callable[..., float]) -> ModelSettings:
+    api_key = e.get("OPENAI_API_KEY", "").strip() or None
+    base_url = e.get("SBA_LLM_BASE_URL", "").strip().rstrip("/") or None
+    if base_url is not None and not base_url.startswith(("https://", "http://")):
+        raise SettingsError("SBA_LLM_BASE_URL must be an http(s) URL")
+    provider = e.get("SBA_LLM_PROVIDER", "").strip() or (
+        "openai" if api_key or base_url else "builtin"
+    )
+    if provider not in ("builtin", "openai"):
+        raise SettingsError("SBA_LLM_PROVIDER must be builtin or openai")
+    default_model = "gpt-4o-mini" if provider == "openai" else ModelSettings.model
+    return ModelSettings(
+        provider=provider,
+        base_url=base_url or ("https://api.openai.com/v1" if provider == "openai" else None),
+        model=e.get("SBA_LLM_MODEL", "").strip() or default_model,
+        fallback_model=e.get("SBA_LLM_FALLBACK_MODEL", "").strip() or None,
+        api_key=api_key,
+        timeout_seconds=number("SBA_LLM_TIMEOUT", 60.0, minimum=1),
+        max_retries=int(number("SBA_LLM_MAX_RETRIES", 2, minimum=0)),
+        token_flush_seconds=number("SBA_TOKEN_FLUSH_SECONDS", 0.05, minimum=0),
+        builtin_piece_delay_seconds=number("SBA_BUILTIN_MODEL_PIECE_DELAY", 0.01, minimum=0),
+        breaker_threshold=int(number("SBA_LLM_BREAKER_THRESHOLD", 3, minimum=1)),
+        breaker_cooldown_seconds=number("SBA_LLM_BREAKER_COOLDOWN_SECONDS", 30.0, minimum=0),
+        config_cache_seconds=number("SBA_MODEL_CONFIG_CACHE_SECONDS", 30.0, minimum=0),
     )

@@ -29,6 +29,20 @@ def _node_agent(args: argparse.Namespace) -> int:
     return run()
 
 
+def _crm_standin(args: argparse.Namespace) -> int:
+    """The CRM stand-in `make dev` and the tests run (SBA_CRM_STANDIN_PORT, _SEED)."""
+    import os
+
+    from sba_devstack.crm_standin import main
+
+    argv = ["--port", os.environ.get("SBA_CRM_STANDIN_PORT", "8091")]
+    seed = os.environ.get("SBA_CRM_STANDIN_SEED", "").strip()
+    if seed:
+        argv += ["--seed", seed]
+    main(argv)
+    return 0
+
+
 def _migrate(args: argparse.Namespace) -> int:
     from sba_store.migrate import run
 
@@ -85,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "operator": ("run the Kopf operator", _operator),
         "api": ("run the HTTP API", _api),
         "node-agent": ("run the local node agent (dev and tests only)", _node_agent),
+        "crm-standin": ("run the local CRM stand-in (dev and tests only)", _crm_standin),
         "migrate": ("apply the SQL migrations", _migrate),
     }
     for name, (help_text, func) in commands.items():

@@ -237,6 +237,9 @@ class AguiEncoder:
         self._resulted_calls: set[str] = set()
         self._open_steps: set[str] = set()
         self._sent_state: dict[str, Any] | None = None
+        self._open_messages: dict[str, str] = {}
+        """Streaming model text: step id -> its open TEXT_MESSAGE's id."""
+        self._streamed_steps: set[str] = set()
 
     # -- ids --------------------------------------------------------------------------------
 
@@ -387,7 +390,35 @@ class AguiEncoder:
         self._step(body)
         self._reason = "RateLimited"
 
+    def message_id(self, step_id: str, attempt: int) -> str:
+        return f"{self.run_uid}/{step_id}/a{attempt}"
+
+    def _on_token(self, body: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        """A batch of a model step's text: TEXT_MESSAGE_START once, then a CONTENT delta."""
+        text = body.get("text")
+        if not isinstance(text, str) or not text:
+            return
+        step_id = str(body.get("stepId", ""))
+        attempt = body.get("attempt")
+        message = self._open_messages.get(step_id)
+        if message is None:
+            message = self.message_id(step_id, attempt if isinstance(attempt, int) else 1)
+            self._open_messages[step_id] = message
+            out.append({"type": TEXT_MESSAGE_START, "messageId": message, "role": "assistant"})
+        self._streamed_steps.add(step_id)
+        out.append({"type": TEXT_MESSAGE_CONTENT, "messageId": message, "delta": text})
+
+    def _end_message(self, step_id: str, out: list[dict[str, Any]]) -> None:
+        message = self._open_messages.pop(step_id, None)
+        if message is not None:
+            out.append({"type": TEXT_MESSAGE_END, "messageId": message})
+
+    def _end_messages(self, out: list[dict[str, Any]]) -> None:
+        for step_id in sorted(self._open_messages):
+            self._end_message(step_id, out)
+
     def _on_step_succeeded(self, body: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        self._end_message(str(body.get("stepId", "")), out)
         step = self._step(body)
         summary = body.get("summary")
         step.phase, step.summary = "succeeded", summary if isinstance(summary, str) else None
@@ -396,6 +427,7 @@ class AguiEncoder:
         self._result(step, step.summary or "", out)
 
     def _on_step_failed(self, body: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        self._end_message(str(body.get("stepId", "")), out)
         step = self._step(body)
         retryable = bool(body.get("retryable"))
         step.phase = "backoff" if retryable else "failed"
@@ -491,6 +523,7 @@ class AguiEncoder:
         self._reason = None
 
     def _close_steps(self, out: list[dict[str, Any]]) -> None:
+        self._end_messages(out)
         for step_id in sorted(self._open_steps):
             out.append({"type": STEP_FINISHED, "stepName": step_id})
         self._open_steps.clear()
@@ -499,18 +532,24 @@ class AguiEncoder:
         self._phase, self._reason, self._current = "completed", None, None
         self.finished = True
         self._close_steps(out)
-        text = str(body.get("summary") or "The run completed.")
         link = body.get("artifactUrl") or (
             f"/api/v1/runs/{self.run_uid}/artifacts/{body['artifactId']}"
             if body.get("artifactId")
             else None
         )
-        if link:
-            text += f"\n\nArtifact: {link}"
-        message = f"{self.run_uid}/result"
-        out.append({"type": TEXT_MESSAGE_START, "messageId": message, "role": "assistant"})
-        out.append({"type": TEXT_MESSAGE_CONTENT, "messageId": message, "delta": text})
-        out.append({"type": TEXT_MESSAGE_END, "messageId": message})
+        answer_step = body.get("answerStep")
+        if answer_step in self._streamed_steps:
+            # The answer already reached the client token by token: only the artifact is new.
+            text = f"Artifact: {link}" if link else ""
+        else:
+            text = str(body.get("answer") or body.get("summary") or "The run completed.")
+            if link:
+                text += f"\n\nArtifact: {link}"
+        if text:
+            message = f"{self.run_uid}/result"
+            out.append({"type": TEXT_MESSAGE_START, "messageId": message, "role": "assistant"})
+            out.append({"type": TEXT_MESSAGE_CONTENT, "messageId": message, "delta": text})
+            out.append({"type": TEXT_MESSAGE_END, "messageId": message})
         out.append(
             {
                 "type": RUN_FINISHED,

@@ -20,6 +20,13 @@ from sba_core.models.tenant import TenantSpec, TenantStatus
 _IMMUTABLE_RUN_FIELDS = ("tenant", "prompt", "plan", "user")
 
 
+def _tenant_spec_schema() -> dict[str, Any]:
+    spec = _default_empty_objects(structural_schema(TenantSpec))
+    # Absent means "the deployment's model": a {} default would pick OpenAI for everyone.
+    spec["properties"]["model"].pop("default", None)
+    return spec
+
+
 def _default_empty_objects(schema: dict[str, Any]) -> dict[str, Any]:
     """Give optional sub-objects whose fields all have defaults a `{}` default.
 
@@ -182,7 +189,7 @@ def tenant_crd() -> dict[str, Any]:
         singular=group.TENANT_SINGULAR,
         short_names=group.TENANT_SHORT_NAMES,
         scope="Cluster",
-        spec_schema=_default_empty_objects(structural_schema(TenantSpec)),
+        spec_schema=_tenant_spec_schema(),
         status_schema=structural_schema(TenantStatus),
         columns=[
             {"name": "Display", "type": "string", "jsonPath": ".spec.displayName"},

@@ -38,6 +38,10 @@ class EventType(StrEnum):
     EXPIRED = "expired"
     AWAITING_INPUT = "awaiting_input"
     INPUT_RECEIVED = "input_received"
+    TOKEN = "token"
+    """Streamed model output: `{stepId, attempt, offset, text}`, batched (at most ~50 ms per
+    batch); `offset` is the character offset of `text` in the step's answer, so a reader can
+    tell a continuation from a repeat."""
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"

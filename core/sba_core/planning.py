@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sba_core.intents import actions
 from sba_core.models.run import AgentRunSpec
 from sba_core.tools.names import ToolName
 from sba_core.tools.registry import ToolContractError, ToolRegistry
@@ -50,6 +51,26 @@ class Planner(Protocol):
 
 _SENTENCE = re.compile(r"(?<=[.?!;])\s+|\n+")
 _TITLE_LIMIT = 80
+_WORD = re.compile(r"\w+", re.UNICODE)
+_DOCUMENT_WORDS = frozenset(
+    # English
+    "report reports document documents brief briefing memo summary summarise summarize"
+    " overview write draft prepare"
+    # Indonesian
+    " laporan dokumen ringkasan ringkas rangkuman rangkum memo tulis tuliskan susun buatkan"
+    " siapkan".split()
+)
+ANSWER_STEP = "answer"
+RENDER_STEP = "render"
+
+
+def _words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def asks_for_document(prompt: str) -> bool:
+    """The prompt asks for a written document (a report, a brief, a summary...)."""
+    return any(word in _DOCUMENT_WORDS for word in _words(prompt))
 
 
 def _questions(prompt: str) -> list[str]:
@@ -63,6 +84,16 @@ def _title(prompt: str) -> str:
     if len(title) > _TITLE_LIMIT:
         title = title[: _TITLE_LIMIT - 1].rstrip() + "…"
     return title or "Document"
+
+
+def plannable_registry(
+    registry: ToolRegistry, allowed_tools: tuple[str, ...] | list[str] | None
+) -> ToolRegistry:
+    """The tools the builtin planner plans with for a tenant: no model step when the tenant
+    may not use one (it then renders the hits instead); other tools are admission's to refuse."""
+    if allowed_tools is None or ToolName.LLM_GENERATE in allowed_tools:
+        return registry
+    return ToolRegistry([spec for name, spec in registry.items() if name != ToolName.LLM_GENERATE])
 
 
 def validate_steps(
@@ -89,6 +120,11 @@ def validate_steps(
             params = spec.validate_params(step.params)
         except ToolContractError as exc:
             raise PlanningError(f"step {step.id!r}: {exc}") from exc
+        title_from = getattr(params, "title_from", None)
+        if title_from is not None and (title_from not in seen or title_from == step.id):
+            raise PlanningError(
+                f"step {step.id!r} takes its title from {title_from!r}, not an earlier step"
+            )
         sources = getattr(params, "sources", None)
         if sources:
             unknown = [s for s in sources if s not in seen or s == step.id]
@@ -103,7 +139,10 @@ def validate_steps(
 
 
 class BuiltinPlanner:
-    """Search the knowledge base for each question in the prompt, then write a document."""
+    """A prompt asking for actions (sync the CRM, create a task: `sba_core.intents`) gets
+    those steps. Otherwise: search the knowledge base for each question, then the model answers
+    (`llm.generate`, streamed; the builtin extractive model when no provider is set); a
+    prompt that asks for a document also gets it rendered from the answer and the hits."""
 
     name = "builtin"
 
@@ -118,10 +157,17 @@ class BuiltinPlanner:
                 for i, step in enumerate(spec.plan)
             ]
             return Plan(validate_steps(steps, self._registry, max_steps), planner="explicit")
+        intended = actions(spec.prompt, self._registry, spec.options.locale)
+        if intended:
+            steps = [PlannedStep(s.id, s.tool, dict(s.params)) for s in intended[:max_steps]]
+            return Plan(validate_steps(steps, self._registry, max_steps), planner=self.name)
         if max_steps < 2:
             raise PlanningError("the built-in planner needs options.maxSteps of at least 2")
+        document = asks_for_document(spec.prompt) and max_steps >= 3
+        answer = ToolName.LLM_GENERATE in self._registry
+        tail = 1 + (1 if document and answer else 0)
         questions = _questions(spec.prompt) or [spec.prompt.strip()]
-        questions = questions[: max_steps - 1]
+        questions = questions[: max_steps - tail]
         searches = [
             PlannedStep(
                 "search" if len(questions) == 1 else f"search-{i + 1}",
@@ -130,18 +176,32 @@ class BuiltinPlanner:
             )
             for i, q in enumerate(questions)
         ]
-        render = PlannedStep(
-            "render",
-            str(ToolName.RENDER_DOCUMENT),
-            {
-                "title": _title(spec.prompt),
-                "locale": spec.options.locale,
-                "sources": [s.id for s in searches],
-            },
-        )
-        return Plan(
-            validate_steps([*searches, render], self._registry, max_steps), planner=self.name
-        )
+        steps = list(searches)
+        if answer:
+            steps.append(
+                PlannedStep(
+                    ANSWER_STEP,
+                    str(ToolName.LLM_GENERATE),
+                    {
+                        "prompt": "{goal}",
+                        "sources": [s.id for s in searches],
+                        "locale": spec.options.locale,
+                    },
+                )
+            )
+        if document or not answer:
+            steps.append(
+                PlannedStep(
+                    RENDER_STEP,
+                    str(ToolName.RENDER_DOCUMENT),
+                    {
+                        "title": _title(spec.prompt),
+                        "locale": spec.options.locale,
+                        "sources": [s.id for s in steps],
+                    },
+                )
+            )
+        return Plan(validate_steps(steps, self._registry, max_steps), planner=self.name)
 
     async def plan(self, spec: AgentRunSpec) -> Plan:
         return self.plan_sync(spec)

@@ -14,7 +14,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from sba_core.models.run import MAX_SUMMARY_CHARS
-from sba_core.tools.contracts import KnowledgeSearchResult, RenderDocumentResult
+from sba_core.tools.contracts import (
+    CrmSyncResult,
+    KnowledgeSearchResult,
+    LlmGenerateResult,
+    RenderDocumentResult,
+)
 from sba_core.tools.names import ToolName
 
 _ELLIPSIS = "…"
@@ -68,6 +73,36 @@ def _render(result: Any) -> str | None:
     )
 
 
+def _generated(result: Any) -> str | None:
+    try:
+        parsed = LlmGenerateResult.model_validate(result)
+    except ValidationError:
+        return None
+    cited = len(parsed.citations)
+    sources = f", {cited} citation{'s' if cited != 1 else ''}" if cited else ""
+    return (
+        f"{parsed.model} ({parsed.provider}) wrote {len(parsed.text)} chars{sources}:"
+        f" {clip(parsed.text, 160)}"
+    )
+
+
+def _crm(result: Any) -> str | None:
+    try:
+        parsed = CrmSyncResult.model_validate(result)
+    except ValidationError:
+        return None
+    remote = f" (remote {parsed.remote_id})" if parsed.remote_id else ""
+    return f"synced {parsed.synced.contacts} contact(s) and {parsed.synced.deals} deal(s){remote}"
+
+
+def answer_of(tool: str, result: Any) -> str | None:
+    """The text a model step wrote, if this is one."""
+    if tool != ToolName.LLM_GENERATE or not isinstance(result, dict):
+        return None
+    text = result.get("text")
+    return text if isinstance(text, str) and text else None
+
+
 def _generic(result: Any) -> str:
     if result is None:
         return "no result"
@@ -85,6 +120,10 @@ def summarize_result(tool: str, result: Any) -> str:
         summary = _search(result)
     elif tool == ToolName.RENDER_DOCUMENT:
         summary = _render(result)
+    elif tool == ToolName.LLM_GENERATE:
+        summary = _generated(result)
+    elif tool == ToolName.CRM_SYNC:
+        summary = _crm(result)
     return clip(summary if summary is not None else _generic(result))
 
 

@@ -35,6 +35,8 @@ from sba_devstack.services import Service, http_ok
 API_PORT = 8080
 REDIS_PORT = 16379
 POSTGRES_PORT = 15432
+CRM_PORT = 18091
+"""The CRM stand-in crm.sync talks to in `make dev` (`GET /synced` shows what it got)."""
 DATABASE = "sba"
 DEMO_TENANT = "demo"
 
@@ -187,12 +189,17 @@ class StackPorts:
     api: int = API_PORT
     redis: int = REDIS_PORT
     postgres: int = POSTGRES_PORT
+    crm: int = CRM_PORT
     fixed_control_plane: bool = True
 
     @classmethod
     def ephemeral(cls) -> StackPorts:
         return cls(
-            api=free_port(), redis=free_port(), postgres=free_port(), fixed_control_plane=False
+            api=free_port(),
+            redis=free_port(),
+            postgres=free_port(),
+            crm=free_port(),
+            fixed_control_plane=False,
         )
 
 
@@ -255,9 +262,19 @@ def up(root: Path, state_dir: Path | None = None, ports: StackPorts | None = Non
         }
         # The API creates Approvals and cancels runs in its callers' names: it has its own
         # identity, in the group the admission policies trust to do that; the rest stay admin.
-        api_env = {**stack.env, "KUBECONFIG": str(_api_kubeconfig(stack.control_plane))}
-        _say("starting the local node agent, the API and the operator")
+        crm_url = f"http://127.0.0.1:{ports.crm}"
+        api_env = {
+            **stack.env,
+            "KUBECONFIG": str(_api_kubeconfig(stack.control_plane)),
+            "SBA_CRM_URL": f"{crm_url}/sync",
+        }
+        crm_env = {
+            "SBA_CRM_STANDIN_PORT": str(ports.crm),
+            "SBA_CRM_STANDIN_SEED": str(root / "examples" / "crm" / "demo-records.json"),
+        }
+        _say("starting the CRM stand-in, the local node agent, the API and the operator")
         for command, env, ready in (
+            ("crm-standin", crm_env, http_ok(f"{crm_url}/synced")),
             ("node-agent", stack.env, None),
             ("api", api_env, http_ok(f"{api_url}/readyz")),
             ("operator", stack.env, None),

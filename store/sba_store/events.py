@@ -107,3 +107,23 @@ class EventRepository:
                 tenant_id,
             )
         return int(value)
+
+    async def streamed_chars(
+        self, run_id: UUID, step_id: str, attempt: int, *, tenant_id: str
+    ) -> int:
+        """How much of a step attempt's answer is already in `token` events (characters):
+        a restarted generation skips that much, so no reader gets a token twice."""
+        async with tenant_transaction(self._pool, tenant_id) as conn:
+            value = await conn.fetchval(
+                """
+                select coalesce(max((payload->>'offset')::bigint + length(payload->>'text')), 0)
+                from run_events
+                where run_id = $1 and tenant_id = $2 and type = 'token'
+                  and payload->>'stepId' = $3 and payload->>'attempt' = $4
+                """,
+                run_id,
+                tenant_id,
+                step_id,
+                str(attempt),
+            )
+        return int(value or 0)

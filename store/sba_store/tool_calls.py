@@ -138,6 +138,20 @@ class ToolCallRepository:
             )
         return {row["step_id"]: ToolCallRecord(**dict(row)) for row in rows}
 
+    async def latest_outcomes(self, run_id: UUID, *, tenant_id: str) -> dict[str, ToolCallRecord]:
+        """For each step of the run, its latest attempt that has an outcome (either way)."""
+        async with tenant_transaction(self._pool, tenant_id) as conn:
+            rows = await conn.fetch(
+                f"""
+                select distinct on (step_id) {_COLUMNS} from tool_calls
+                where run_id = $1 and tenant_id = $2 and success is not null
+                order by step_id, attempt desc
+                """,
+                run_id,
+                tenant_id,
+            )
+        return {row["step_id"]: ToolCallRecord(**dict(row)) for row in rows}
+
     @staticmethod
     async def _fetch(
         conn: Connection, run_id: UUID, step_id: str, attempt: int, tenant_id: str

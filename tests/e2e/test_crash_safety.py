@@ -66,12 +66,20 @@ def crm(stack: Stack) -> Iterator[CrmStub]:
     if stack.api is None or stack.operator is None:
         pytest.skip("needs a stack started by the fixtures")
     stub = CrmStub()
+    previous = stack.api.env.get("SBA_CRM_URL")
     stack.api.stop()
     stack.api.env["SBA_CRM_URL"] = stub.url
     stack.api.start()
     try:
         yield stub
     finally:
+        # Give the API its CRM back (the stack's stand-in) for the tests after these.
+        stack.api.stop()
+        if previous is None:
+            stack.api.env.pop("SBA_CRM_URL", None)
+        else:
+            stack.api.env["SBA_CRM_URL"] = previous
+        stack.api.start()
         stub.server.shutdown()
 
 

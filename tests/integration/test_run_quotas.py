@@ -154,6 +154,8 @@ def system(
             "SBA_LLM_BASE_URL": llm.url,
             "SBA_LLM_MODEL": PRIMARY,
             "SBA_LLM_FALLBACK_MODEL": BACKUP,
+            # The stub plans; answers come from the offline model (not metered).
+            "SBA_LLM_PROVIDER": "builtin",
             "SBA_OPERATOR_METRICS_PORT": str(metrics_port),
         }
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
@@ -401,8 +403,8 @@ async def test_garbage_from_every_model_falls_back_to_the_builtin_planner(
     apply(kubectl, run("llm-garbage", LLM_TENANT, "GARBAGE: what is the refund window?"))
     status = finished(kubectl, system, "llm-garbage", LLM_TENANT)
     assert status["phase"] == "completed", json.dumps(status, indent=2)
-    assert [s["tool"] for s in status["steps"]] == ["knowledge.search", "render.document"]
-    assert [s["id"] for s in status["steps"]] == ["search", "render"]  # the builtin plan
+    assert [s["tool"] for s in status["steps"]] == ["knowledge.search", "llm.generate"]
+    assert [s["id"] for s in status["steps"]] == ["search", "answer"]  # the builtin plan
     assert status["usage"]["tokens"] == 2 * 57
     recorded = await events.list_after(uuid.UUID(status["runId"]), tenant_id=LLM_TENANT)
     (fallback,) = [e for e in recorded if e.type == "plan_fallback"]

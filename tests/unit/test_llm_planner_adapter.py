@@ -89,7 +89,7 @@ async def test_unreachable_and_garbage_fall_back_to_the_builtin_planner() -> Non
     assert "unknown keys" not in plan.notes[1]  # {} has no steps at all
     assert "'steps' must be a non-empty list" in plan.notes[1]
     assert plan.notes[-1] == "planned by the builtin planner instead"
-    assert [s.tool for s in plan.steps] == ["knowledge.search", "render.document"]
+    assert [s.tool for s in plan.steps] == ["knowledge.search", "llm.generate"]
 
 
 async def test_an_explicit_plan_is_never_sent_to_a_model() -> None:

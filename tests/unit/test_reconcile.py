@@ -135,7 +135,7 @@ def test_new_run_is_planned_and_its_first_job_created() -> None:
     assert s.started_at == T0
     assert [(x.id, x.tool) for x in s.steps] == [
         ("search", "knowledge.search"),
-        ("render", "render.document"),
+        ("answer", "llm.generate"),
     ]
     first = s.steps[0]
     assert first.phase is StepPhase.RUNNING
@@ -184,22 +184,23 @@ def test_succeeded_job_with_result_advances_to_next_step() -> None:
     d = decide(
         run, jobs={job.name: job}, calls={("search", 1): call}, now=T0 + timedelta(seconds=4)
     )
-    search, render = d.status.steps
+    search, answer = d.status.steps
     assert search.phase is StepPhase.SUCCEEDED
     assert search.result_ref == "call-1"
     assert search.summary is not None
     assert search.summary.startswith("1 hit for")
     assert search.finished_at == T0 + timedelta(seconds=3)
-    assert render.phase is StepPhase.RUNNING
-    assert render.job_name == "report-render-a1"
-    assert d.status.current_step == "2/2 render.document"
+    assert answer.phase is StepPhase.RUNNING
+    assert answer.job_name == "report-answer-a1"
+    assert d.status.current_step == "2/2 llm.generate"
     assert d.status.phase is RunPhase.EXECUTING
     assert [e.dedupe_key for e in d.events] == [
         "step:search:1:succeeded",
-        "step:render:1:started",
+        "step:answer:1:started",
     ]
-    assert [s.job_name for s in d.start_steps] == ["report-render-a1"]
+    assert [s.job_name for s in d.start_steps] == ["report-answer-a1"]
     assert d.start_steps[0].params["sources"] == ["search"]
+    assert d.start_steps[0].params["prompt"] == "{goal}"
     assert d.delete_secrets == ("report-search-a1-token",)
     assert not d.record_run
 
@@ -211,8 +212,59 @@ def _through_search() -> dict[str, Any]:
     return applied(run, decide(run, jobs={job.name: job}, calls={("search", 1): call}))
 
 
-def test_last_step_completes_the_run_with_its_result() -> None:
+ANSWER_RESULT = {
+    "text": "Based on the knowledge base:\n\nRefunds within 30 days. [1]\n\nSources:\n[1] Refunds",
+    "model": "sba-extractive",
+    "provider": "builtin",
+    "finishReason": "stop",
+    "usage": {"promptTokens": 12, "completionTokens": 14},
+    "citations": [{"number": 1, "documentId": "d1", "chunkId": "c1", "title": "Refunds"}],
+}
+
+
+def test_model_step_answer_becomes_the_runs_result() -> None:
     run = _through_search()
+    job = ours("report-answer-a1", "answer", 1, JobState.SUCCEEDED)
+    call = ObservedToolCall(id="call-2", success=True, result=ANSWER_RESULT)
+    d = decide(
+        run, jobs={job.name: job}, calls={("answer", 1): call}, now=T0 + timedelta(seconds=10)
+    )
+    s = d.status
+    assert s.phase is RunPhase.COMPLETED
+    assert s.result is not None
+    assert s.result.answer == ANSWER_RESULT["text"]
+    assert s.result.answer_step == "answer"
+    assert s.result.artifact_id is None
+    assert s.result.summary is not None
+    assert "sba-extractive (builtin) wrote" in s.result.summary
+    completed = d.events[-1]
+    assert completed.type is EventType.COMPLETED
+    assert completed.payload["answer"] == ANSWER_RESULT["text"]
+    assert completed.payload["answerStep"] == "answer"
+
+
+def _document_run() -> dict[str, Any]:
+    spec = {"tenant": "acme", "prompt": "Write a report on the refund policy"}
+    return agentrun(spec=spec)
+
+
+def test_a_document_request_is_answered_then_rendered() -> None:
+    d = decide(_document_run())
+    assert [(x.id, x.tool) for x in d.status.steps] == [
+        ("search", "knowledge.search"),
+        ("answer", "llm.generate"),
+        ("render", "render.document"),
+    ]
+    plan = next(e for e in d.events if e.type is EventType.PLAN_READY).payload["steps"]
+    assert plan[2]["params"]["sources"] == ["search", "answer"]
+
+
+def test_last_step_completes_the_run_with_its_result() -> None:
+    run = applied(_document_run(), decide(_document_run()))
+    for step, result in (("search", SEARCH_RESULT), ("answer", ANSWER_RESULT)):
+        job = ours(f"report-{step}-a1", step, 1, JobState.SUCCEEDED)
+        call = ObservedToolCall(id=f"call-{step}", success=True, result=result)
+        run = applied(run, decide(run, jobs={job.name: job}, calls={(step, 1): call}))
     job = ours("report-render-a1", "render", 1, JobState.SUCCEEDED)
     call = ObservedToolCall(id="call-2", success=True, result=RENDER_RESULT)
     d = decide(
@@ -225,9 +277,10 @@ def test_last_step_completes_the_run_with_its_result() -> None:
     assert s.result is not None
     assert s.result.artifact_id == RENDER_RESULT["artifactId"]
     assert s.result.artifact_url == f"/api/v1/runs/{UID}/artifacts/{RENDER_RESULT['artifactId']}"
+    assert s.result.answer == ANSWER_RESULT["text"]
     assert s.result.summary
     assert "rendered" in s.result.summary
-    assert s.usage.tool_calls == 2
+    assert s.usage.tool_calls == 3
     assert s.usage.run_seconds == 10.0
     assert {c.type: (c.status, c.reason) for c in s.conditions}["Succeeded"] == (
         "True",
@@ -327,6 +380,7 @@ def test_suspended_tenant_and_disallowed_tools_fail_the_run() -> None:
     d = decide(agentrun(), tenant=TenantView(name="acme", suspended=True))
     assert d.status.reason == "TenantSuspended"
     d = decide(agentrun(), tenant=TenantView(name="acme", allowed_tools=("knowledge.search",)))
+    # No model step for a tenant without llm.generate: it would render, which it may not.
     assert d.status.reason == "ToolNotAllowed"  # refused at admission (reconcile/admission.py)
     assert d.status.phase is RunPhase.FAILED
 
@@ -398,7 +452,7 @@ def test_condition_time_moves_only_when_status_flips() -> None:
     later = T0 + timedelta(minutes=5)
     d = decide(run, jobs={job.name: job}, calls={("search", 1): call}, now=later)
     succeeded = next(c for c in d.status.conditions if c.type == "Succeeded")
-    assert succeeded.message == "step 2/2 render.document"
+    assert succeeded.message == "step 2/2 llm.generate"
     assert succeeded.last_transition_time == T0
 
 

@@ -25,6 +25,7 @@ from pydantic.alias_generators import to_camel
 from sba_core.tools.contracts import (
     KnowledgeSearchParams,
     KnowledgeSearchResult,
+    LlmGenerateResult,
     StepConfig,
     TaskFields,
 )
@@ -36,6 +37,12 @@ SEARCH_PATH = "/internal/v1/knowledge/search"
 ARTIFACTS_PATH = "/internal/v1/artifacts"
 RESULT_PATH = "/internal/v1/step/result"
 TASKS_PATH = "/internal/v1/tasks"
+GENERATE_PATH = "/internal/v1/model/generate"
+GENERATE_TIMEOUT_SECONDS = 600.0
+"""A model may write for minutes; the step's own deadline bounds it anyway."""
+GENERATE_RETRY_DELAYS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+"""Longer than other calls': an API replica that died mid-answer is replaced (or another
+takes the request) and the same attempt resumes where the text stopped."""
 
 USER_AGENT = "sba-tool/0.1"
 TRACEPARENT_HEADER = "traceparent"
@@ -190,6 +197,27 @@ class GatewayClient:
                 f"malformed task from gateway: {_shorten(str(exc))}", status=None, retryable=False
             ) from exc
 
+    def generate(self) -> LlmGenerateResult:
+        """Ask the gateway to run this llm.generate step's model call (it streams the tokens
+        to the run's clients) and return the finished text. Safe to repeat: the gateway
+        never streams a token twice for the same attempt."""
+        body = self._call_json(
+            "POST",
+            GENERATE_PATH,
+            payload={},
+            idempotent=True,
+            timeout=GENERATE_TIMEOUT_SECONDS,
+            retry_delays=GENERATE_RETRY_DELAYS,
+        )
+        try:
+            return LlmGenerateResult.model_validate(body)
+        except ValidationError as exc:
+            raise GatewayError(
+                f"malformed model answer from gateway: {_shorten(str(exc))}",
+                status=None,
+                retryable=False,
+            ) from exc
+
     def post_result(
         self, *, success: bool, result: Mapping[str, Any] | None, error: str | None
     ) -> dict[str, Any]:
@@ -216,6 +244,8 @@ class GatewayClient:
         data: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool,
+        timeout: float | None = None,
+        retry_delays: Sequence[float] | None = None,
     ) -> Any:
         all_headers = {
             "Accept": "application/json",
@@ -228,7 +258,15 @@ class GatewayClient:
         if payload is not None:
             data = json.dumps(payload, separators=(",", ":")).encode("utf-8")
             all_headers["Content-Type"] = "application/json"
-        status, raw = self._send(method, path, data, all_headers, idempotent=idempotent)
+        status, raw = self._send(
+            method,
+            path,
+            data,
+            all_headers,
+            idempotent=idempotent,
+            timeout=timeout,
+            retry_delays=retry_delays,
+        )
         try:
             return json.loads(raw) if raw else None
         except ValueError as exc:
@@ -246,14 +284,17 @@ class GatewayClient:
         headers: dict[str, str],
         *,
         idempotent: bool,
+        timeout: float | None = None,
+        retry_delays: Sequence[float] | None = None,
     ) -> tuple[int, bytes]:
         url = self._base_url + path
-        attempts = len(self._retry_delays) + 1
+        delays = tuple(retry_delays) if retry_delays is not None else self._retry_delays
+        attempts = len(delays) + 1
         for attempt in range(1, attempts + 1):
             request = urllib.request.Request(url, data=data, headers=headers, method=method)
             started = time.monotonic()
             try:
-                with self._opener.open(request, timeout=self._timeout) as response:
+                with self._opener.open(request, timeout=timeout or self._timeout) as response:
                     status = int(response.status)
                     raw = response.read()
             except urllib.error.HTTPError as exc:
@@ -285,7 +326,7 @@ class GatewayClient:
                     status=None,
                     retryable=True,
                 )
-            self._sleep(self._retry_delays[attempt - 1])
+            self._sleep(delays[attempt - 1])
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _log_call(self, method: str, path: str, status: int, started: float, attempt: int) -> None:

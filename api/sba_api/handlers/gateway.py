@@ -7,7 +7,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from sba_api.context import current_request_id, note_request
-from sba_api.errors import BadRequest, ErrorItem
+from sba_api.errors import BadRequest, ErrorItem, ServiceUnavailable
 from sba_api.handlers._common import json_response, read_body, read_json, services, settings
 from sba_api.schemas import StepResultIn
 from sba_core.step_token import StepClaims
@@ -56,6 +56,14 @@ async def upload_artifact(request: web.Request) -> web.Response:
         claims, title=title, content_type=content_type, content=content
     )
     return json_response(stored, status=201)
+
+
+async def generate(request: web.Request) -> web.Response:
+    claims = _claims(request)
+    models = services(request).models
+    if models is None:
+        raise ServiceUnavailable("the model gateway is not configured")
+    return json_response(await models.generate(claims))
 
 
 async def post_step_result(request: web.Request) -> web.Response:

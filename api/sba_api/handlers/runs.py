@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from sba_api.errors import ServiceUnavailable
 from sba_api.handlers._common import json_response, parse_query, principal, read_json, services
 from sba_api.schemas import RunListQuery, RunRequest
 from sba_api.services.access import scope_tenant
@@ -16,6 +17,16 @@ async def create_run(request: web.Request) -> web.Response:
     spec.user = who.user  # the token says who asked, not the body
     created = await services(request).runs.create(spec)
     return json_response(created, status=201, headers={"Location": created.links.self_})
+
+
+async def preview_plan(request: web.Request) -> web.Response:
+    who = principal(request)
+    spec = await read_json(request, RunRequest, defaults={"tenant": who.tenant})
+    scope_tenant(who, spec.tenant)
+    plans = services(request).plans
+    if plans is None:
+        raise ServiceUnavailable("plan previews are not configured")
+    return json_response(await plans.preview(spec))
 
 
 async def get_run(request: web.Request) -> web.Response:

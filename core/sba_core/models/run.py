@@ -25,6 +25,8 @@ MAX_PROMPT_CHARS = 8000
 MAX_PLAN_STEPS = 20
 MAX_SUMMARY_CHARS = 512
 MAX_INPUT_CHARS = 8000
+MAX_ANSWER_CHARS = 8000
+"""Of a model's answer kept in status.result (etcd); the whole text is the step's result."""
 
 
 class RunPhase(StrEnum):
@@ -202,6 +204,12 @@ class RunResult(WireModel):
     """The outcome a client came for."""
 
     summary: str | None = None
+    answer: Annotated[str, StringConstraints(max_length=MAX_ANSWER_CHARS)] | None = Field(
+        default=None,
+        description="The model's answer (the last llm.generate step's text, clipped to"
+        f" {MAX_ANSWER_CHARS} characters; the full text is that step's result).",
+    )
+    answer_step: str | None = Field(default=None, description="The step that wrote `answer`.")
     artifact_id: str | None = None
     artifact_url: str | None = None
 

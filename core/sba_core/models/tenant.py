@@ -119,6 +119,51 @@ class TenantMember(WireModel):
     role: MemberRole = Field(default=MemberRole.VIEWER)
 
 
+class ModelProviderKind(StrEnum):
+    BUILTIN = "builtin"
+    """The offline extractive model: answers from the run's knowledge hits, no provider."""
+    OPENAI = "openai"
+    """Any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp, LiteLLM)."""
+
+
+class SecretKeyRef(WireModel):
+    """One key of a Secret in the tenant's namespace."""
+
+    name: Annotated[
+        str,
+        StringConstraints(
+            min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+        ),
+    ]
+    key: Annotated[
+        str, StringConstraints(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+    ]
+
+
+class TenantModel(WireModel):
+    """The tenant's language model, used by the API's model gateway for llm.generate steps.
+
+    The API key is read from a Secret in the tenant's namespace by the gateway only; it
+    never reaches a tool pod, a run's spec or the database.
+    """
+
+    provider: ModelProviderKind = ModelProviderKind.OPENAI
+    base_url: (
+        Annotated[
+            str, StringConstraints(min_length=1, max_length=2048, pattern=r"^https?://[^\s]+$")
+        ]
+        | None
+    ) = Field(default=None, description="The provider's base URL (…/v1).")
+    model: Annotated[str, StringConstraints(min_length=1, max_length=200)] = "gpt-4o-mini"
+    fallback_model: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
+        default=None, description="Tried when the model fails or its circuit is open."
+    )
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="The provider's API key: a Secret in the tenant's namespace."
+    )
+    timeout_seconds: int = Field(default=60, ge=1, le=600)
+
+
 class TenantSpec(WireModel):
     display_name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     plan: Annotated[str, StringConstraints(max_length=40)] = "free"
@@ -127,6 +172,10 @@ class TenantSpec(WireModel):
         default=None, description="Tools runs may use; all registered tools when absent."
     )
     suspended: bool = False
+    model: TenantModel | None = Field(
+        default=None,
+        description="The tenant's language model; the deployment's default when absent.",
+    )
     approval_policy: ApprovalPolicy | None = Field(
         default=None, description="Which steps of the tenant's runs need a person's approval."
     )

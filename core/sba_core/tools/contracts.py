@@ -114,7 +114,23 @@ HttpUrl = Annotated[
 
 
 class TaskCreateParams(WireModel):
-    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    title: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+        | None
+    ) = Field(default=None, description="The task's title (or give titleFrom).")
+    title_from: (
+        Annotated[
+            str,
+            StringConstraints(
+                min_length=1, max_length=40, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+            ),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="An earlier user.input step whose answer is the title (the planner asks"
+        " for a title it could not find in the prompt).",
+    )
     description: Annotated[str, StringConstraints(max_length=10_000)] | None = None
     due_date: date | None = None
     assignee: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
@@ -123,6 +139,12 @@ class TaskCreateParams(WireModel):
         description="Deliver the created task here (POST, JSON); must be on the tenant's "
         "egress allowlist.",
     )
+
+    @model_validator(mode="after")
+    def _one_title(self) -> TaskCreateParams:
+        if (self.title is None) == (self.title_from is None):
+            raise ValueError("give exactly one of title and titleFrom")
+        return self
 
 
 class TaskFields(WireModel):
@@ -134,9 +156,10 @@ class TaskFields(WireModel):
     assignee: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
 
     @classmethod
-    def of(cls, params: TaskCreateParams) -> TaskFields:
+    def of(cls, params: TaskCreateParams, title: str | None = None) -> TaskFields:
+        """The task to create; `title` is the resolved one when params name `titleFrom`."""
         return cls(
-            title=params.title,
+            title=title or params.title or "",
             description=params.description,
             due_date=params.due_date,
             assignee=params.assignee,
@@ -190,15 +213,25 @@ class CrmSyncMode(StrEnum):
     UPSERT = "upsert"
 
 
+class CrmScope(StrEnum):
+    CONTACTS = "contacts"
+    DEALS = "deals"
+
+
 class CrmSyncParams(WireModel):
     contacts: list[CrmContact] = Field(default_factory=list, max_length=MAX_CRM_RECORDS)
     deals: list[CrmDeal] = Field(default_factory=list, max_length=MAX_CRM_RECORDS)
+    scope: Annotated[list[CrmScope], Field(min_length=1, max_length=2)] | None = Field(
+        default=None,
+        description="Record kinds to sync. Without explicit contacts or deals, the CRM"
+        " connector syncs the tenant's records of these kinds changed since the last sync.",
+    )
     mode: CrmSyncMode = CrmSyncMode.UPSERT
 
     @model_validator(mode="after")
     def _something_to_sync(self) -> CrmSyncParams:
-        if not self.contacts and not self.deals:
-            raise ValueError("give at least one contact or deal")
+        if not self.contacts and not self.deals and not self.scope:
+            raise ValueError("give at least one contact or deal, or a scope")
         return self
 
 
@@ -243,3 +276,62 @@ class UserInputParams(WireModel):
 
 class UserInputResult(WireModel):
     value: str
+
+
+# --- llm.generate -------------------------------------------------------------------
+
+MAX_PROMPT_TEMPLATE_CHARS = 8000
+MAX_GENERATED_CHARS = 64_000
+
+
+class LlmGenerateParams(WireModel):
+    """A model step: a prompt template over the run's goal and earlier steps' results.
+
+    The template's placeholders are `{goal}` (the run's prompt), `{results}` (every earlier
+    result offered, as readable text) and `{step.<id>}` (one step's); `{{`/`}}` are braces.
+    The call goes through the API's model gateway, which holds the tenant's model
+    configuration; the step's pod never sees a provider credential.
+    """
+
+    prompt: Annotated[
+        str, StringConstraints(min_length=1, max_length=MAX_PROMPT_TEMPLATE_CHARS)
+    ] = Field(default="{goal}", description="The user message's template.")
+    system: Annotated[str, StringConstraints(max_length=MAX_PROMPT_TEMPLATE_CHARS)] | None = Field(
+        default=None, description="A system message template (the gateway's default when absent)."
+    )
+    sources: list[str] | None = Field(
+        default=None,
+        description="Ids of earlier steps whose results the model sees; all when absent.",
+    )
+    model: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
+        default=None, description="The model to ask; the tenant's configured model when absent."
+    )
+    temperature: float = Field(default=0.2, ge=0, le=2, allow_inf_nan=False)
+    max_tokens: int = Field(default=800, ge=1, le=16_384)
+    locale: Annotated[str, StringConstraints(min_length=2, max_length=16)] = Field(
+        default="en", description="The language to answer in (BCP 47)."
+    )
+
+
+class LlmCitation(WireModel):
+    number: int = Field(ge=1, description="As it appears in the text: [1], [2] ...")
+    document_id: str
+    chunk_id: str
+    title: str
+
+
+class LlmUsage(WireModel):
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+
+
+class LlmGenerateResult(WireModel):
+    text: Annotated[str, StringConstraints(max_length=MAX_GENERATED_CHARS)]
+    model: str = Field(description="The model that wrote the text.")
+    provider: str = Field(description="`builtin` (offline, extractive) or `openai` (compatible).")
+    finish_reason: str | None = None
+    usage: LlmUsage = Field(default_factory=LlmUsage)
+    citations: list[LlmCitation] = Field(default_factory=list)
+    fallback_reasons: list[str] = Field(
+        default_factory=list, description="Why earlier models were passed over, in order."
+    )

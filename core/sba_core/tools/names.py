@@ -10,3 +10,4 @@ class ToolName(StrEnum):
     CRM_SYNC = "crm.sync"
     HTTP_FETCH = "http.fetch"
     USER_INPUT = "user.input"
+    LLM_GENERATE = "llm.generate"

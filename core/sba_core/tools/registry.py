@@ -15,6 +15,8 @@ from sba_core.tools.contracts import (
     HttpFetchResult,
     KnowledgeSearchParams,
     KnowledgeSearchResult,
+    LlmGenerateParams,
+    LlmGenerateResult,
     RenderDocumentParams,
     RenderDocumentResult,
     TaskCreateParams,
@@ -159,6 +161,19 @@ def builtin_registry() -> ToolRegistry:
                 scopes=("read:web",),
                 egress=True,
                 timeout_seconds=120,
+            ),
+            ToolSpec(
+                name=ToolName.LLM_GENERATE,
+                version="1.0.0",
+                description="Ask the tenant's language model (through the API's model gateway)"
+                " to write text from a prompt template over the run's goal and earlier steps'"
+                " results; the text streams to clients as it is written and becomes the run's"
+                " answer. Offline, a builtin model writes an extractive answer with citations.",
+                params_model=LlmGenerateParams,
+                result_model=LlmGenerateResult,
+                cost_estimate=500,
+                scopes=("use:model",),
+                timeout_seconds=300,
             ),
             ToolSpec(
                 name=ToolName.USER_INPUT,

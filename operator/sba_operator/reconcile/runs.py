@@ -35,6 +35,7 @@ from sba_core.models.approval import (
     RejectReason,
 )
 from sba_core.models.run import (
+    MAX_ANSWER_CHARS,
     MAX_SUMMARY_CHARS,
     AgentRunSpec,
     AgentRunStatus,
@@ -46,10 +47,10 @@ from sba_core.models.run import (
     StepPhase,
     StepStatus,
 )
-from sba_core.planning import BuiltinPlanner, Plan, PlannedStep, PlanningError
+from sba_core.planning import BuiltinPlanner, Plan, PlannedStep, PlanningError, plannable_registry
 from sba_core.retry import FailureKind, classify_job_failure, next_attempt_at, should_retry
 from sba_core.step_token import StepClaims
-from sba_core.summaries import artifact_id_of, clip, summarize_result
+from sba_core.summaries import answer_of, artifact_id_of, clip, summarize_result
 from sba_core.tools.registry import ToolRegistry, ToolSpec
 from sba_operator.reconcile.admission import admit_run, planned_tools
 from sba_operator.reconcile.jobs import (
@@ -387,7 +388,9 @@ class _Run:
             elif not self.spec.plan and self.obs.await_plan:
                 raise _PlanPending
             else:
-                self._plan = BuiltinPlanner(self.registry).plan_sync(self.spec)
+                allowed = self.obs.tenant.allowed_tools if self.obs.tenant else None
+                registry = plannable_registry(self.registry, allowed)
+                self._plan = BuiltinPlanner(registry).plan_sync(self.spec)
         return self._plan
 
     def admission_tools(self) -> tuple[str, ...]:
@@ -699,6 +702,15 @@ class _Run:
             result.artifact_id = artifact
             result.artifact_url = artifact_url(self.uid, artifact)
             self.status.result = result
+        answer = answer_of(step.tool, call.result)
+        if answer:
+            # The run's answer: the last model step's text (whole in its tool call).
+            result = self.status.result or RunResult()
+            result.answer = (
+                answer if len(answer) <= MAX_ANSWER_CHARS else answer[: MAX_ANSWER_CHARS - 1] + "…"
+            )
+            result.answer_step = step.id
+            self.status.result = result
         self._step_seconds()
         self.event(
             f"step:{step.id}:{step.attempts}:succeeded",
@@ -930,12 +942,22 @@ class _Run:
         facts = _tool_facts(self.registry[step.tool])
         return policy.effective_policy(tenant_policy, self.spec.approval_policy, facts)
 
+    def resolved_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Params as the tool will act on them: a title taken from a person's earlier answer
+        (`titleFrom`) is shown, and approved, as that title."""
+        ref = params.get("titleFrom")
+        if isinstance(ref, str) and self.spec is not None and ref in self.spec.inputs:
+            shown = {k: v for k, v in params.items() if k != "titleFrom"}
+            return {**shown, "title": self.spec.inputs[ref]}
+        return dict(params)
+
     def request_approval(self, step: StepStatus, terms: ApprovalPolicy) -> None:
         spec = self.registry[step.tool]
         planned = self.planned_step(step)
+        params = self.resolved_params(planned.params)
         digest = policy.approval_digest(
             tool=step.tool,
-            params=planned.params,
+            params=params,
             run_uid=self.uid,
             step_id=step.id,
             attempt=step.attempts + 1,
@@ -956,11 +978,11 @@ class _Run:
             {
                 "action": step.tool,
                 "costEstimate": request.cost_estimate,
-                "scope": _scope_of(planned.params),
+                "scope": _scope_of(params),
                 "requires": request.requires,
                 "stepId": step.id,
                 "attempt": step.attempts + 1,
-                "params": compact_params(planned.params),
+                "params": compact_params(params),
                 "approvers": request.approvers,
                 "approverGroups": request.approver_groups,
                 "quorum": request.quorum,

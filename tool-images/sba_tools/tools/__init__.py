@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from sba_core.tools.names import ToolName
-from sba_tools.tools import crm_sync, http_fetch, knowledge_search, render_document, task_create
+from sba_tools.tools import (
+    crm_sync,
+    http_fetch,
+    knowledge_search,
+    llm_generate,
+    render_document,
+    task_create,
+)
 from sba_tools.tools.base import AnyImplementation, ToolContext, ToolImplementation
 
 IMPLEMENTATIONS: Mapping[ToolName, AnyImplementation] = {
@@ -14,6 +21,7 @@ IMPLEMENTATIONS: Mapping[ToolName, AnyImplementation] = {
     ToolName.TASK_CREATE: task_create.IMPLEMENTATION,
     ToolName.CRM_SYNC: crm_sync.IMPLEMENTATION,
     ToolName.HTTP_FETCH: http_fetch.IMPLEMENTATION,
+    ToolName.LLM_GENERATE: llm_generate.IMPLEMENTATION,
 }
 
 

@@ -12,7 +12,12 @@ Wire contract with the CRM (or the adapter in front of it)::
     Idempotency-Key: <run-id>:<step-id>      (the same for every attempt of the step)
     X-SBA-Tenant, X-SBA-Run-Id, X-SBA-Step-Id
     {"mode": "upsert", "tenant", "runId", "stepId", "idempotencyKey",
-     "contacts": [{"email", "name"?, "company"?}], "deals": [{"name", "amount", "stage"}]}
+     "contacts": [{"email", "name"?, "company"?}], "deals": [{"name", "amount", "stage"}],
+     "scope"?: ["contacts", "deals"]}
+
+With a ``scope`` and no records, the CRM connector syncs the tenant's records of those
+kinds that changed since its last sync (the body, and so the replay, is the same for
+every attempt).
 
     2xx, optionally {"remoteId" (or "id"): str, "synced": {"contacts": n, "deals": n}}
 
@@ -46,12 +51,14 @@ def request_body(ctx: ToolContext, params: CrmSyncParams) -> dict[str, Any]:
         "idempotencyKey": ctx.step.step_key,
         "contacts": [contact.wire() for contact in params.contacts],
         "deals": [deal.wire() for deal in params.deals],
+        **({"scope": [str(s) for s in params.scope]} if params.scope else {}),
     }
 
 
 def parse_answer(body: bytes, params: CrmSyncParams) -> CrmSyncResult:
     """The CRM's counts and id when it states them, else what was sent."""
     sent = CrmSyncCounts(contacts=len(params.contacts), deals=len(params.deals))
+    # A scope-only sync sends no records: only the CRM's answer says what it synced.
     try:
         answer = json.loads(body) if body.strip() else {}
     except ValueError:

@@ -73,6 +73,14 @@ class _SearchSection:
 
 
 @dataclass(frozen=True)
+class _AnswerSection:
+    """A model step's text (llm.generate), kept as written: paragraphs and citations."""
+
+    step_id: str
+    text: str
+
+
+@dataclass(frozen=True)
 class _RawSection:
     step_id: str
     value: Any
@@ -90,7 +98,7 @@ class _Document:
     title: str
     generated_at: str
     locale: str
-    sections: list[_SearchSection | _RawSection]
+    sections: list[_SearchSection | _AnswerSection | _RawSection]
     sources: list[_Source]
 
 
@@ -98,8 +106,12 @@ def _build(
     title: str, generated_at: datetime, locale: str, selected: Sequence[tuple[str, Any]]
 ) -> _Document:
     sources: dict[str, _Source] = {}
-    sections: list[_SearchSection | _RawSection] = []
+    sections: list[_SearchSection | _AnswerSection | _RawSection] = []
     for step_id, value in selected:
+        answer = _as_answer(value)
+        if answer is not None:
+            sections.append(_AnswerSection(step_id, answer))
+            continue
         search = _as_search_result(value)
         if search is None:
             sections.append(_RawSection(step_id, value))
@@ -116,6 +128,14 @@ def _build(
         generated_at = generated_at.replace(tzinfo=UTC)
     stamp = generated_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return _Document(title, stamp, locale, sections, list(sources.values()))
+
+
+def _as_answer(value: Any) -> str | None:
+    """The text of an llm.generate result (text, model, provider), else None."""
+    if not isinstance(value, dict) or not {"text", "model", "provider"} <= value.keys():
+        return None
+    text = value.get("text")
+    return text if isinstance(text, str) and text.strip() else None
 
 
 def _as_search_result(value: Any) -> KnowledgeSearchResult | None:
@@ -181,6 +201,10 @@ def render_markdown(doc: _Document) -> str:
                     _md_quote(hit.snippet),
                     "",
                 ]
+        elif isinstance(section, _AnswerSection):
+            out += ["## Answer", ""]
+            for paragraph in section.text.strip().split("\n\n"):
+                out += ["\n".join(md_inline(line) for line in paragraph.splitlines()), ""]
         else:
             out += [
                 f"## Step {md_inline(section.step_id)}",
@@ -246,6 +270,9 @@ def render_html(doc: _Document) -> str:
                     f"<blockquote>{_h_multiline(hit.snippet)}</blockquote>",
                     "</div>",
                 ]
+        elif isinstance(section, _AnswerSection):
+            out.append("<h2>Answer</h2>")
+            out += [f"<p>{_h_multiline(p)}</p>" for p in section.text.strip().split("\n\n")]
         else:
             out += [
                 f"<h2>Step {_h(section.step_id)}</h2>",

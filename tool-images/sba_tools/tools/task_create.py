@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from sba_core.tools.contracts import TaskCreateParams, TaskCreateResult, TaskFields
 from sba_tools.egress import raise_for_status
+from sba_tools.errors import StepFailure
 from sba_tools.gateway import TaskReceipt
 from sba_tools.tools.base import ToolContext, ToolImplementation
 
@@ -41,11 +42,24 @@ def webhook_payload(ctx: ToolContext, task: TaskReceipt) -> dict[str, Any]:
     }
 
 
+def _title(ctx: ToolContext, params: TaskCreateParams) -> str | None:
+    """The title a person gave in an earlier user.input step (params.titleFrom)."""
+    if params.title_from is None:
+        return None
+    answer = ctx.step.inputs.get(params.title_from)
+    value = answer.get("value") if isinstance(answer, dict) else None
+    if not isinstance(value, str) or not value.strip():
+        raise StepFailure(
+            f"task.create: step {params.title_from!r} gave no title to use", retryable=False
+        )
+    return value.strip()[:200]
+
+
 def run(ctx: ToolContext, params: TaskCreateParams) -> TaskCreateResult:
     allowlist = ctx.step.config.egress_allowlist
     if params.webhook_url is not None:
         ctx.http.check(params.webhook_url, allowlist)
-    task = ctx.gateway.create_task(TaskFields.of(params))
+    task = ctx.gateway.create_task(TaskFields.of(params, _title(ctx, params)))
     ctx.log.info("task.create.stored", taskId=task.task_id, created=task.created)
     delivered = False
     if params.webhook_url is not None:
