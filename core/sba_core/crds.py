@@ -77,6 +77,10 @@ def _agentrun_spec_schema() -> dict[str, Any]:
             "rule": "!has(self.plan) || size(self.plan) > 0",
             "message": "spec.plan, when given, needs at least one step",
         },
+        {
+            "rule": "!has(self.mode) || self.mode != 'loop' || !has(self.plan)",
+            "message": "spec.mode loop lets the model choose the steps: give no spec.plan",
+        },
     ]
     return spec
 

@@ -31,6 +31,8 @@ class EventType(StrEnum):
     STEP_RETRYING = "step_retrying"
     STEP_DEAD_LETTERED = "step_dead_lettered"
     STEP_SKIPPED = "step_skipped"
+    STEP_PROPOSED = "step_proposed"
+    """Agent loop: the model proposed this call; it is now a step of the run."""
     AWAITING_APPROVAL = "awaiting_approval"
     APPROVAL_ANSWERED = "approval_answered"
     APPROVED = "approved"

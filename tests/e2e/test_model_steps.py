@@ -238,7 +238,7 @@ async def test_a_tenants_own_model_answers_through_the_gateway_with_fallback_and
             text = _assert_contiguous(_tokens(events))
             requests = await _requests(llm)
         assert text == answer
-        run = _run(stack, created["id"], headers)
+        run = await asyncio.to_thread(_run, stack, created["id"], headers)
         assert run["phase"] == "completed", run
         assert run["result"]["answer"] == answer
         assert "spare-model" in run["steps"][1]["summary"]
@@ -259,8 +259,42 @@ async def test_a_tenants_own_model_answers_through_the_gateway_with_fallback_and
         async with aiohttp.ClientSession(headers=headers) as session:
             refused = await _create(session, stack, tenant, prompt="And shipping?")
             await collect(session, stack.api_url + refused["links"]["events"])
-        run = _run(stack, refused["id"], headers)
+        run = await asyncio.to_thread(_run, stack, refused["id"], headers)
         assert run["phase"] == "failed", run
         assert "tokensPerDay" in run["message"]
         assert len(await _requests(llm)) == len(requests)
     kubectl("delete", "tenant", tenant, "--wait=false")
+
+
+async def test_the_operator_killed_mid_answer_loses_and_repeats_no_token(
+    stack: Stack, demo_tenant: str
+) -> None:
+    """The model step runs in its Job and the API: an operator that dies meanwhile finds
+    the step finished when it comes back, and nothing is streamed or run twice."""
+    assert stack.operator is not None
+    async with aiohttp.ClientSession(headers=stack.auth()) as session:
+        created = await _create(
+            session,
+            stack,
+            demo_tenant,
+            prompt="How long does shipping abroad take, and what does it cost?",
+            options={"topK": 8},
+        )
+        url = stack.api_url + created["links"]["events"]
+        async with session.get(url, headers={"Accept": "text/event-stream"}) as resp:
+            async for item in iter_events(resp):
+                if isinstance(item, SseEvent) and item.event == "token":
+                    break
+        stack.operator.kill()  # SIGKILL while the answer streams
+        await asyncio.sleep(2)
+        stack.operator.start()
+        run = await asyncio.to_thread(_run, stack, created["id"])
+        _, events = await collect(session, url)
+    assert run["phase"] == "completed", run
+    tokens = _tokens(events)
+    assert {t["attempt"] for t in tokens} == {1}
+    assert run["result"]["answer"] == _assert_contiguous(tokens)
+    assert [s["attempts"] for s in run["steps"]] == [1, 1]
+    types = [e.event for e in events]
+    assert types.count("step_started") == 2
+    assert types.count("completed") == 1

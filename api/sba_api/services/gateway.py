@@ -94,6 +94,10 @@ class GatewayService:
             raise Forbidden(f"step {claims.step_id!r} runs {call.tool!r}, not {claims.tool!r}")
         return call
 
+    @property
+    def registry(self) -> ToolRegistry:
+        return self._registry
+
     async def tool_call(self, claims: StepClaims) -> ToolCallRecord:
         """The calling attempt's recorded tool call (404 when the operator recorded none)."""
         return await self._call(claims)

@@ -36,6 +36,8 @@ _MAX_CACHED: Final = 10_000
 class TenantModelTerms:
     config: ModelConfig
     tokens_per_day: int
+    allowed_tools: tuple[str, ...] | None = None
+    """spec.allowedTools: the only tools an agent turn is offered (None: all)."""
 
 
 def default_config(settings: ModelSettings) -> ModelConfig:
@@ -87,9 +89,11 @@ class ModelConfigSource:
         spec = raw.get("spec") if isinstance(raw, dict) else None
         spec = spec if isinstance(spec, dict) else {}
         quota = _tokens_per_day(spec.get("quotas"))
+        allowed_raw = spec.get("allowedTools")
+        allowed = tuple(str(t) for t in allowed_raw) if isinstance(allowed_raw, list) else None
         model_raw = spec.get("model")
         if not isinstance(model_raw, dict):
-            return TenantModelTerms(default_config(self._settings), quota)
+            return TenantModelTerms(default_config(self._settings), quota, allowed)
         try:
             model = TenantModel.model_validate(model_raw)
         except ValidationError as exc:
@@ -97,7 +101,7 @@ class ModelConfigSource:
             raise ServiceUnavailable(
                 f"tenant {tenant!r} has an unusable spec.model: {exc.errors()[0]['msg']}"
             ) from exc
-        return TenantModelTerms(await self._tenant_config(tenant, model), quota)
+        return TenantModelTerms(await self._tenant_config(tenant, model), quota, allowed)
 
     async def _tenant_config(self, tenant: str, model: TenantModel) -> ModelConfig:
         if model.provider is ModelProviderKind.BUILTIN:

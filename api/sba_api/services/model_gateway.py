@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from sba_api.errors import ApiError, Forbidden, ServiceUnavailable
+from sba_api.services import agent_turns
 from sba_api.services._boundary import store_boundary
 from sba_api.services.gateway import GatewayService
 from sba_api.services.model_config import ModelConfigSource
@@ -36,6 +37,7 @@ from sba_core.tools.contracts import (
     LlmCitation,
     LlmGenerateParams,
     LlmGenerateResult,
+    LlmToolCall,
     LlmUsage,
 )
 from sba_core.tools.names import ToolName
@@ -134,17 +136,28 @@ class ModelGatewayService:
         run_id = UUID(claims.run_id)
         with store_boundary("read the run and its results"):
             run = await self._runs.get(run_id, tenant_id=claims.tenant)
-            earlier = await self._tool_calls.latest_successful(run_id, tenant_id=claims.tenant)
+            outcomes = await self._tool_calls.latest_outcomes(run_id, tenant_id=claims.tenant)
         goal = run.prompt if run is not None else ""
+        mine = {
+            step_id: record
+            for step_id, record in sorted(outcomes.items())
+            if step_id != claims.step_id and record.tenant_id == claims.tenant
+        }
         results = {
             step_id: record.result
-            for step_id, record in sorted(earlier.items())
-            if step_id != claims.step_id
-            and record.tenant_id == claims.tenant
-            and (params.sources is None or step_id in params.sources)
+            for step_id, record in mine.items()
+            if record.success and (params.sources is None or step_id in params.sources)
         }
-        request = self._request(params, goal, results)
         terms = await self._configs.for_tenant(claims.tenant)
+        tools = (
+            agent_turns.turn_tools(self._gateway.registry, terms.allowed_tools)
+            if params.agent
+            else None
+        )
+        if tools is not None:
+            request = agent_turns.turn_request(params, goal, claims.step_id, mine, tools)
+        else:
+            request = self._request(params, goal, results)
         day = datetime.now(UTC).date()
         # The builtin model costs nothing: its output is neither metered nor limited.
         metered = terms.config.provider is not Provider.BUILTIN
@@ -167,7 +180,21 @@ class ModelGatewayService:
             start_offset=streamed,
         )
         try:
-            completion = await self._stream(claims, terms.config, request, params, batcher)
+            completion = await self._stream(terms.config, request, params, batcher, skip=streamed)
+            calls: list[LlmToolCall] = []
+            for attempt in range(agent_turns.MAX_REASKS + 1 if tools is not None else 0):
+                assert tools is not None
+                calls, problems = agent_turns.check_calls(completion, tools)
+                if not problems:
+                    break
+                if attempt == agent_turns.MAX_REASKS:
+                    raise ModelRefused(
+                        "the model kept proposing calls the tools' contracts refuse: "
+                        + "; ".join(problems)
+                    )
+                # Tell the model what was wrong with its calls and ask again (bounded).
+                request = agent_turns.reask(request, completion, problems)
+                completion = await self._stream(terms.config, request, params, batcher, skip=0)
         except BaseException:
             await batcher.abandon()
             raise
@@ -199,6 +226,7 @@ class ModelGatewayService:
                 for c in completion.citations
             ],
             fallback_reasons=list(completion.fallback_reasons),
+            tool_calls=calls,
         )
 
     def _request(
@@ -224,13 +252,16 @@ class ModelGatewayService:
 
     async def _stream(
         self,
-        claims: StepClaims,
         config: ModelConfig,
         request: ChatRequest,
         params: LlmGenerateParams,
         batcher: TokenBatcher,
+        *,
+        skip: int,
     ) -> Completion:
-        skip = batcher.offset  # already streamed by an earlier request for this attempt
+        """One generation into `batcher`; its first `skip` characters were streamed already
+        (by an earlier request for this attempt, or before the model failed mid-answer)."""
+        written_before = batcher.offset - skip
         for round_ in range(MAX_PARTIAL_RETRIES + 1):
             position = 0
             try:
@@ -244,7 +275,7 @@ class ModelGatewayService:
                         return item
             except PartialAnswer as exc:
                 await batcher.close()
-                skip = batcher.offset
+                skip = batcher.offset - written_before
                 log.warning("model failed mid-answer (round %d): %s; asking again", round_, exc)
                 continue
             except ModelsUnavailable as exc:

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, model_validator
 
 from sba_core.models.approval import ApprovalPolicy, StepApproval
 from sba_core.models.base import Condition as Condition  # re-exported: models.run.Condition
@@ -61,6 +61,14 @@ class StepPhase(StrEnum):
 STEP_SETTLED: frozenset[StepPhase] = frozenset(
     {StepPhase.SUCCEEDED, StepPhase.SKIPPED, StepPhase.FAILED, StepPhase.CANCELLED}
 )
+
+
+class RunMode(StrEnum):
+    PLAN = "plan"
+    """A plan made up front (the planner's, or `plan`), run step by step."""
+    LOOP = "loop"
+    """An agent loop: after each step the model sees the results and calls the next tool
+    (a visible step, under the same approvals, quotas and limits) or answers."""
 
 
 class RunOptions(WireModel):
@@ -132,6 +140,11 @@ class RunRequest(WireModel):
         default=None, description="Who asked for the run."
     )
     options: RunOptions = Field(default_factory=RunOptions)
+    mode: RunMode = Field(
+        default=RunMode.PLAN,
+        description="`plan` (default): plan first, then run; `loop`: the model decides each"
+        " next tool call from the results so far (options.maxSteps bounds it).",
+    )
     plan: Annotated[list[PlanStep], Field(max_length=MAX_PLAN_STEPS)] | None = Field(
         default=None, description="Explicit plan; when absent the planner makes one."
     )
@@ -149,6 +162,12 @@ class RunRequest(WireModel):
         default=None,
         description="Which steps need a person's approval, on top of the tenant's policy.",
     )
+
+    @model_validator(mode="after")
+    def _loop_has_no_plan(self) -> RunRequest:
+        if self.mode is RunMode.LOOP and self.plan:
+            raise ValueError("spec.mode loop lets the model choose the steps: give no plan")
+        return self
 
 
 class AgentRunSpec(RunRequest):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -311,6 +311,19 @@ class LlmGenerateParams(WireModel):
     locale: Annotated[str, StringConstraints(min_length=2, max_length=16)] = Field(
         default="en", description="The language to answer in (BCP 47)."
     )
+    agent: bool = Field(
+        default=False,
+        description="An agent-loop turn: the model is offered the run's tools and either calls"
+        " them (each call becomes the run's next step) or answers.",
+    )
+
+
+class LlmToolCall(WireModel):
+    """A call a model proposed in an agent-loop turn, checked against the tool's contract."""
+
+    id: Annotated[str, StringConstraints(max_length=200)]
+    name: str = Field(description="The registered tool (e.g. `knowledge.search`).")
+    arguments: dict[str, Any] = Field(default_factory=dict)
 
 
 class LlmCitation(WireModel):
@@ -334,4 +347,8 @@ class LlmGenerateResult(WireModel):
     citations: list[LlmCitation] = Field(default_factory=list)
     fallback_reasons: list[str] = Field(
         default_factory=list, description="Why earlier models were passed over, in order."
+    )
+    tool_calls: list[LlmToolCall] = Field(
+        default_factory=list,
+        description="An agent turn's proposed calls (empty: the text is the answer).",
     )

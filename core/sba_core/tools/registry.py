@@ -67,6 +67,10 @@ class ToolSpec:
         except ValidationError as exc:
             raise ToolContractError(_describe(self.name, "result", exc)) from exc
 
+    def params_schema(self) -> dict[str, Any]:
+        """The params' JSON Schema, as a model (OpenAI `tools`) or a client reads it."""
+        return self.params_model.model_json_schema(by_alias=True)
+
     def catalog_entry(self) -> dict[str, Any]:
         return {
             "name": str(self.name),
@@ -75,7 +79,7 @@ class ToolSpec:
             "sideEffect": self.side_effect,
             "scopes": list(self.scopes),
             "costEstimate": self.cost_estimate,
-            "paramsSchema": self.params_model.model_json_schema(by_alias=True),
+            "paramsSchema": self.params_schema(),
             "resultSchema": self.result_model.model_json_schema(by_alias=True),
         }
 

@@ -28,6 +28,7 @@ from uuid import UUID
 
 from redis.asyncio import Redis
 
+from sba_core.agent_loop import turn_number
 from sba_core.events import EventType
 from sba_core.group import API_VERSION, APPROVAL_KIND
 from sba_core.lifecycle import is_terminal
@@ -38,7 +39,7 @@ from sba_core.models.approval import (
     ApprovalStatus,
     RejectReason,
 )
-from sba_core.models.run import AgentRunSpec, Condition, RunPhase, StepPhase
+from sba_core.models.run import AgentRunSpec, Condition, RunMode, RunPhase, StepPhase
 from sba_core.models.tenant import TenantQuotas
 from sba_core.planning import Plan, PlannedStep, Planner, PlanningError
 from sba_core.step_token import mint_step_token
@@ -277,6 +278,7 @@ class RunDriver:
                 pods = await self.kube.list_job_pods(namespace, job_name)
             jobs[job_name] = observe_job(raw, pods)
         plan, await_plan, refusal = await self._observe_plan(obj, uid, status.phase, tenant)
+        turns = await self._turn_results(obj, uid, status.phase)
         calls: dict[tuple[str, int], ObservedToolCall] = {}
         # Steps start only once the spec names a tenant; their calls are stored under it.
         call_tenant = spec_tenant if isinstance(spec_tenant, str) else ""
@@ -303,7 +305,25 @@ class RunDriver:
             plan=plan,
             await_plan=await_plan,
             plan_refusal=refusal,
+            turn_results=turns,
         )
+
+    async def _turn_results(
+        self, obj: Mapping[str, Any], uid: str, phase: RunPhase
+    ) -> dict[str, Any]:
+        """An agent loop's finished turns (their results propose the next steps)."""
+        spec = obj.get("spec") or {}
+        tenant = spec.get("tenant")
+        if spec.get("mode") != str(RunMode.LOOP) or not isinstance(tenant, str) or not tenant:
+            return {}
+        if phase not in (RunPhase.EXECUTING, RunPhase.AWAITING_APPROVAL):
+            return {}
+        done = await self.tool_calls.latest_successful(UUID(uid), tenant_id=tenant)
+        return {
+            step_id: record.result
+            for step_id, record in done.items()
+            if turn_number(step_id) is not None
+        }
 
     # -- planning (the driver's planner: I/O, so not in the pure decision) -------------------
 
@@ -323,8 +343,8 @@ class RunDriver:
             spec = AgentRunSpec.model_validate(dict(obj.get("spec") or {}))
         except ValueError:
             return None, False, None  # the decision fails the run with the reason
-        if spec.plan or spec.tenant != tenant.name:
-            return None, False, None
+        if spec.plan or spec.tenant != tenant.name or spec.mode is RunMode.LOOP:
+            return None, False, None  # a loop's steps come from its turns, not a planner
         run_id = UUID(uid)
         if phase is not RunPhase.PENDING:
             record = await self.plans.get(run_id, tenant_id=spec.tenant)
@@ -604,9 +624,9 @@ class RunDriver:
                 tool_version=item.tool_version,
                 tenant_id=decision.db_tenant,
                 params={},
-                result={"value": item.value},
-                success=True,
-                error=None,
+                result={"value": item.value} if item.error is None else None,
+                success=item.error is None,
+                error=item.error,
                 duration_ms=0,
             )
 

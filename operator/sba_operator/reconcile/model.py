@@ -137,6 +137,9 @@ class Observation:
     the decision stops there and says `needs_plan`."""
     plan_refusal: PlanRefusal | None = None
     rate_limit: RateLimited | None = None
+    turn_results: Mapping[str, Any] = field(default_factory=dict)
+    """Agent-loop runs: each finished model turn's result by step id (`turn-<n>`), from
+    Postgres; the loop's later steps are derived from them (sba_core.agent_loop)."""
 
 
 @dataclass(frozen=True)
@@ -160,13 +163,16 @@ class StartStep:
 
 @dataclass(frozen=True)
 class RecordInput:
-    """Store a `user.input` step's value as its (successful) tool call."""
+    """Store a `user.input` step's value as its (successful) tool call — or, with `error`,
+    a step that never ran as a failed one (an agent-loop call a person denied: the model
+    reads that outcome in its next turn)."""
 
     step_id: str
     attempt: int
     tool: str
     tool_version: str
-    value: str
+    value: str | None
+    error: str | None = None
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
+from sba_core import agent_loop, group
 from sba_core import approvals as policy
-from sba_core import group
 from sba_core.events import EventLevel, EventType, NewRunEvent
 from sba_core.lifecycle import Trigger, fire, holds_slot, is_terminal
 from sba_core.models.approval import (
@@ -42,12 +42,20 @@ from sba_core.models.run import (
     Cancellation,
     Condition,
     RetryPolicy,
+    RunMode,
     RunPhase,
     RunResult,
     StepPhase,
     StepStatus,
 )
-from sba_core.planning import BuiltinPlanner, Plan, PlannedStep, PlanningError, plannable_registry
+from sba_core.planning import (
+    BuiltinPlanner,
+    Plan,
+    PlannedStep,
+    PlanningError,
+    plannable_registry,
+    validate_steps,
+)
 from sba_core.retry import FailureKind, classify_job_failure, next_attempt_at, should_retry
 from sba_core.step_token import StepClaims
 from sba_core.summaries import answer_of, artifact_id_of, clip, summarize_result
@@ -99,6 +107,7 @@ REASON_AWAITING_APPROVAL: Final = "AwaitingApproval"
 REASON_AWAITING_INPUT: Final = "AwaitingInput"
 REASON_RATE_LIMITED: Final = "RateLimited"
 REASON_TOKEN_QUOTA: Final = "TokenQuotaExceeded"
+REASON_LOOP_LIMIT: Final = "MaxStepsExceeded"
 
 COND_PLANNED: Final = "Planned"
 COND_SUCCEEDED: Final = "Succeeded"
@@ -380,10 +389,24 @@ class _Run:
 
     # -- planning ---------------------------------------------------------------------------
 
+    @property
+    def looping(self) -> bool:
+        return self.spec is not None and self.spec.mode is RunMode.LOOP
+
     def plan(self) -> Plan:
         if self._plan is None:
             assert self.spec is not None
-            if not self.spec.plan and self.obs.plan is not None:
+            if self.looping:
+                # The loop's plan so far: turn 1, then each answered turn's calls and the
+                # next turn (recomputed from the stored turn results every time).
+                steps = agent_loop.expand(
+                    self.obs.turn_results,
+                    locale=self.spec.options.locale,
+                    max_steps=self.spec.options.max_steps,
+                )
+                checked = validate_steps(list(steps), self.registry, self.spec.options.max_steps)
+                self._plan = Plan(checked, planner="agent")
+            elif not self.spec.plan and self.obs.plan is not None:
                 self._plan = self.obs.plan  # the plan of record (an LLM's is not reproducible)
             elif not self.spec.plan and self.obs.await_plan:
                 raise _PlanPending
@@ -1088,6 +1111,8 @@ class _Run:
             return True
         denied = state is ApprovalState.DENIED
         outcome = request.on_deny if denied else request.on_expire
+        if self.looping:
+            outcome = OnOutcome.SKIP  # the model hears of it in its next turn and goes on
         if denied:
             who = next(d for d in request.decisions if d.decision == "denied")
             text = f"denied by {who.approver}" + (f": {who.reason}" if who.reason else "")
@@ -1119,6 +1144,17 @@ class _Run:
                 level=EventLevel.WARNING,
             )
             self.kube("StepSkipped", f"step {step.id} ({step.tool}) skipped: {text}", True)
+            if self.looping:
+                self.record_inputs.append(
+                    RecordInput(
+                        step_id=step.id,
+                        attempt=max(step.attempts, 1),
+                        tool=step.tool,
+                        tool_version=self.registry[step.tool].version,
+                        value=None,
+                        error=f"not run: {text}",
+                    )
+                )
             return True
         step.phase = StepPhase.FAILED
         self.fail(
@@ -1169,9 +1205,46 @@ class _Run:
 
     # -- the loop ---------------------------------------------------------------------------
 
+    def extend_loop(self) -> None:
+        """An agent loop's new steps (a turn's calls and the next turn) join the status."""
+        known = {s.id for s in self.status.steps}
+        self.check_allowed(self.plan())  # the model is offered only these; never trust it
+        for planned in self.plan().steps:
+            if planned.id in known:
+                continue
+            index = len(self.status.steps)
+            self.status.steps.append(
+                StepStatus(
+                    id=planned.id,
+                    index=index,
+                    tool=planned.tool,
+                    params=compact_params(planned.params),
+                )
+            )
+            if agent_loop.turn_number(planned.id) is None:
+                self.event(
+                    f"step:{planned.id}:proposed",
+                    EventType.STEP_PROPOSED,
+                    {
+                        "stepId": planned.id,
+                        "index": index,
+                        "tool": planned.tool,
+                        "params": compact_params(planned.params),
+                    },
+                )
+
     def execute(self) -> None:
         """Advance the steps, one at a time, in order."""
         while self.status.phase in (RunPhase.EXECUTING, RunPhase.AWAITING_APPROVAL):
+            if self.looping:
+                try:
+                    self.extend_loop()
+                except agent_loop.LoopLimitExceeded as exc:
+                    self.fail(REASON_LOOP_LIMIT, str(exc))
+                    return
+                except PlanningError as exc:
+                    self.fail(REASON_PLANNING_FAILED, str(exc))
+                    return
             step = next(
                 (
                     s
