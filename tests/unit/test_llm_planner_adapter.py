@@ -1,7 +1,7 @@
 """The operator's LLM planner adapter: the fallback chain and its token accounting.
 
 The chat-completions client is replaced by a scripted fake (no HTTP here; the
-integration tests drive the real client against a stub provider).
+integration tests drive the real client, the official SDK, against a stub provider).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import aiohttp
 import pytest
 
 from sba_core.models.run import AgentRunSpec
@@ -106,3 +107,33 @@ async def test_when_even_the_builtin_planner_fails_the_tokens_are_reported() -> 
         await llm.plan(spec(options={"maxSteps": 1}))
     assert failed.value.usage.total == 5
     assert "maxSteps" in str(failed.value)
+
+
+async def test_the_sdk_client_talks_to_an_openai_compatible_server() -> None:
+    """The real client (the official SDK) against the OpenAI stand-in: a plan, then errors."""
+    from sba_devstack.openai_standin import OpenAIStandIn
+
+    async with OpenAIStandIn(models=("m1",), api_key="sk-plan") as llm:
+        client = ChatCompletions(base_url=llm.base_url, api_key="sk-plan", max_retries=0)
+        control = llm.base_url.removesuffix("/v1") + "/_control"
+        async with aiohttp.ClientSession() as session:
+            await session.post(
+                f"{control}/script", json={"replies": [{"content": json.dumps(PLAN)}]}
+            )
+        planned = await LLMPlanner(
+            client, REGISTRY, model="m1", builtin=BuiltinPlanner(REGISTRY)
+        ).plan(spec())
+        assert (planned.planner, planned.model) == ("llm", "m1")
+        assert [s.id for s in planned.steps] == ["look"]
+        assert planned.tokens_used > 0
+        with pytest.raises(LLMCallError, match="HTTP 404"):
+            await client.complete({"model": "nope", "messages": [{"role": "user", "content": "x"}]})
+        await client.close()
+        wrong = ChatCompletions(base_url=llm.base_url, api_key="sk-wrong", max_retries=0)
+        with pytest.raises(LLMCallError, match="HTTP 401"):
+            await wrong.complete({"model": "m1", "messages": [{"role": "user", "content": "x"}]})
+        await wrong.close()
+    gone = ChatCompletions(base_url=llm.base_url, api_key="k", max_retries=0, timeout_seconds=2)
+    with pytest.raises(LLMCallError, match="unreachable"):
+        await gone.complete({"model": "m1", "messages": [{"role": "user", "content": "x"}]})
+    await gone.close()

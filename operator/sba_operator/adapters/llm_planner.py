@@ -1,8 +1,8 @@
 """The LLM planner: an OpenAI-compatible `/chat/completions` client behind `Planner`.
 
 The prompt and the strict reading of the answer are pure (`sba_core.llm_planning`);
-this module only sends the request (aiohttp; 429/5xx and connection errors retried
-a little) and walks the fallback chain:
+this module only sends the request (the official `openai` SDK, which retries 429/5xx
+and connection errors a little) and walks the fallback chain:
 
 1. `SBA_LLM_MODEL`; if its answer is unusable (not JSON, unknown tool, params its
    contract refuses, too many steps...) or the call fails,
@@ -16,11 +16,11 @@ unusable ones included: they were paid for.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import Any, Final
+from typing import Any
 
-import aiohttp
+import openai
+from openai import AsyncOpenAI
 
 from sba_core.llm_planning import (
     PlanAnswerError,
@@ -36,8 +36,7 @@ from sba_core.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
 
-_RETRY_STATUSES: Final = frozenset({408, 409, 429, 500, 502, 503, 504})
-LLM_PLANNER: Final = "llm"
+LLM_PLANNER = "llm"
 
 
 class LLMCallError(Exception):
@@ -54,53 +53,39 @@ class LLMPlanningFailed(PlanningError):
 
 
 class ChatCompletions:
-    """POST `{base_url}/chat/completions`; the decoded JSON body, or LLMCallError."""
+    """`chat.completions.create` through the official `openai` SDK (any OpenAI-compatible
+    server): the answer as the provider's JSON body, or LLMCallError. The SDK retries
+    connection errors, 408, 409, 429 and 5xx itself (`max_retries`)."""
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
         *,
         base_url: str,
         api_key: str | None,
         timeout_seconds: float = 30.0,
-        max_attempts: int = 2,
-        backoff_seconds: float = 0.5,
+        max_retries: int = 1,
     ) -> None:
-        self._session = session
-        self._url = base_url.rstrip("/") + "/chat/completions"
-        self._api_key = api_key
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-        self._max_attempts = max(max_attempts, 1)
-        self._backoff = backoff_seconds
+        self._client = AsyncOpenAI(
+            base_url=base_url,
+            api_key=api_key or "unused",  # local servers ignore it; the SDK insists on one
+            timeout=timeout_seconds,
+            max_retries=max_retries,
+        )
+
+    async def close(self) -> None:
+        await self._client.close()
 
     async def complete(self, body: dict[str, Any]) -> Any:
-        headers = {"Content-Type": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        for attempt in range(1, self._max_attempts + 1):
-            last = attempt == self._max_attempts
-            try:
-                async with self._session.post(
-                    self._url, json=body, headers=headers, timeout=self._timeout
-                ) as response:
-                    if response.status in _RETRY_STATUSES and not last:
-                        log.warning("LLM provider answered %s; retrying", response.status)
-                        await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
-                        continue
-                    if response.status != 200:
-                        text = (await response.text())[:200]
-                        raise LLMCallError(f"the provider answered HTTP {response.status}: {text}")
-                    return await response.json(content_type=None)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                if not last:
-                    await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
-                    continue
-                raise LLMCallError(
-                    f"the provider is unreachable: {type(exc).__name__} {exc}".strip()
-                ) from exc
-            except ValueError as exc:
-                raise LLMCallError("the provider's response is not JSON") from exc
-        raise LLMCallError("the provider kept failing")  # pragma: no cover
+        try:
+            response = await self._client.chat.completions.create(**body)
+        except openai.APIStatusError as exc:
+            text = str(exc.message or "")[:200]
+            raise LLMCallError(f"the provider answered HTTP {exc.status_code}: {text}") from exc
+        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+            raise LLMCallError(f"the provider is unreachable: {exc}") from exc
+        except openai.OpenAIError as exc:
+            raise LLMCallError(f"the provider's response is unusable: {exc}"[:300]) from exc
+        return response.model_dump(mode="json")
 
 
 class LLMPlanner:

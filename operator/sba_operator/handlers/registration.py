@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import aiohttp
 import kopf
 from redis.asyncio import Redis
 
@@ -116,8 +115,8 @@ class OperatorContext:
     retrier: Retrier = field(default_factory=Retrier)
     scheduler: WakeScheduler | None = None
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
-    http: aiohttp.ClientSession | None = None
-    """The LLM planner's session (None when the builtin planner plans)."""
+    llm: ChatCompletions | None = None
+    """The LLM planner's client (None when the builtin planner plans)."""
     telemetry: Telemetry | None = None
 
     def create_scheduler(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
@@ -135,8 +134,8 @@ class OperatorContext:
             await self.scheduler.close()
         await self.retrier.close()
         self.metrics.close()
-        if self.http is not None:
-            await self.http.close()
+        if self.llm is not None:
+            await self.llm.close()
         await self.redis.aclose()
         await self.pool.close()
         self.kube.close()
@@ -190,15 +189,9 @@ class OperatorContext:
 
 
 def llm_planner_factory(
-    settings: PlannerSettings, session: aiohttp.ClientSession, registry: ToolRegistry
+    settings: PlannerSettings, client: ChatCompletions, registry: ToolRegistry
 ) -> PlannerFactory:
     """Per run: an LLM planner over the tools that run's tenant may use."""
-    client = ChatCompletions(
-        session,
-        base_url=settings.base_url,
-        api_key=settings.api_key,
-        timeout_seconds=settings.timeout_seconds,
-    )
     builtin = BuiltinPlanner(registry)
 
     def factory(tools: ToolRegistry) -> Planner:
@@ -236,11 +229,15 @@ async def create_context(settings: Settings) -> OperatorContext:
     registry = builtin_registry()
     metrics = OperatorMetrics()
     planner = settings.planner
-    http: aiohttp.ClientSession | None = None
+    llm: ChatCompletions | None = None
     factory: PlannerFactory | None = None
     if planner.kind is PlannerKind.LLM:
-        http = aiohttp.ClientSession()
-        factory = llm_planner_factory(planner, http, registry)
+        llm = ChatCompletions(
+            base_url=planner.base_url,
+            api_key=planner.api_key,
+            timeout_seconds=planner.timeout_seconds,
+        )
+        factory = llm_planner_factory(planner, llm, registry)
         log.info("planning prompt-only runs with %s at %s", planner.model, planner.base_url)
     elif planner.requested is PlannerKind.LLM:
         log.warning("SBA_PLANNER=llm but OPENAI_API_KEY is not set: using the builtin planner")
@@ -250,7 +247,7 @@ async def create_context(settings: Settings) -> OperatorContext:
         pool=pool,
         redis=redis,
         metrics=metrics,
-        http=http,
+        llm=llm,
         telemetry=telemetry,
         runs=RunDriver(
             settings=settings,
