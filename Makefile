@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export SBA_CACHE_DIR ?= $(HOME)/.cache/sba-agentic
 
-.PHONY: help deps system-deps venv binaries crds chart chart-sync helm helm-path lint typecheck importlint test test-unit test-integration test-e2e dev down bench clean
+.PHONY: help deps system-deps venv binaries agui-client crds chart chart-sync helm helm-path lint typecheck importlint test test-unit test-integration test-e2e dev down bench clean
 
 help:
 	@echo "make dev    - bring up control plane, Postgres, Redis, operator, API and node agent"
@@ -16,11 +16,15 @@ help:
 	@echo "make bench  - run the benchmarks (JSON to stdout)"
 	@echo "make chart  - sync the chart's CRDs from crds/, then helm lint + helm template"
 
-# Debian packages the stack needs (Redis; Go is on the machine image).
+# Debian packages the stack and tests need (Redis; Node for the AG-UI client test; Go is on
+# the machine image).
 system-deps:
 	@command -v redis-server >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	@command -v npm >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm >/dev/null; }
 	@command -v go >/dev/null || { echo "Go toolchain not found (needed to build the local control plane)"; exit 1; }
 
 $(STAMP): pyproject.toml
@@ -35,7 +39,16 @@ venv: $(STAMP)
 binaries: venv
 	@$(BIN)/python -m sba_devstack.binaries
 
-deps: system-deps venv binaries
+# The official AG-UI client, for the e2e test that drives the API with it.
+AGUI_CLIENT := tests/e2e/agui_client
+$(AGUI_CLIENT)/node_modules/.installed: $(AGUI_CLIENT)/package.json $(AGUI_CLIENT)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found (needed for the AG-UI client test)"; exit 1; }
+	@cd $(AGUI_CLIENT) && npm ci --no-audit --no-fund --loglevel=error >/dev/null
+	@touch $@
+
+agui-client: system-deps $(AGUI_CLIENT)/node_modules/.installed
+
+deps: system-deps venv binaries agui-client
 
 crds: venv
 	$(BIN)/sba-agentic crds
