@@ -38,12 +38,11 @@ import secrets
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final
 
 from aiohttp import web
 
-from sba_devstack.standin_serve import serve_until_signal
+from sba_devstack.standin_serve import LoopbackServer, serve_until_signal
 
 SCOPES: Final = ("contacts", "deals")
 
@@ -99,8 +98,10 @@ def _fingerprint(body: Any) -> str:
     ).hexdigest()
 
 
-class CrmStandIn:
+class CrmStandIn(LoopbackServer):
     """An in-process CRM on a loopback port; see the module docstring for the protocol."""
+
+    name = "CRM stand-in"
 
     def __init__(
         self,
@@ -110,14 +111,12 @@ class CrmStandIn:
         api_key: str | None = None,
         seed: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
-        self._host, self._requested_port, self._api_key = host, port, api_key
+        super().__init__(host, port)
+        self._api_key = api_key
         self._seed = {tenant: _records(records) for tenant, records in (seed or {}).items()}
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
         # One writer at a time: a duplicate arriving while the first is applied must see
         # the stored answer, not apply again.
         self._lock = asyncio.Lock()
-        self._closing = asyncio.Event()
         self._reset()
 
     def _reset(self) -> None:
@@ -132,25 +131,15 @@ class CrmStandIn:
         self._fail_next, self._fail_status, self._delay = 0, 503, 0.0
 
     @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("the CRM stand-in is not started")
-        return self._port
-
-    @property
     def base_url(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        return self.origin
 
     @property
     def url(self) -> str:
         """The sync endpoint: what the API's SBA_CRM_URL points at."""
         return f"{self.base_url}/sync"
 
-    async def start(self) -> None:
-        if self._runner is not None:
-            return
-        self._closing.clear()
-        app = web.Application()
+    def _routes(self, app: web.Application) -> None:
         app.router.add_post("/sync", self._sync)
         app.router.add_post("/api/sync", self._sync)
         app.router.add_get("/synced", self._synced)
@@ -160,28 +149,6 @@ class CrmStandIn:
         app.router.add_post("/_control/stage", self._control_stage)
         app.router.add_post("/_control/faults", self._control_faults)
         app.router.add_post("/_control/reset", self._control_reset)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, self._host, self._requested_port).start()
-        self._runner, self._port = runner, int(runner.addresses[0][1])
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            self._closing.set()  # ends a slow-write delay at once
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> CrmStandIn:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def _stage(
         self, tenant: str, contacts: list[dict[str, Any]], deals: list[dict[str, Any]]

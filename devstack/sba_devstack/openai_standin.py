@@ -35,12 +35,11 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Final
 
 from aiohttp import web
 
-from sba_devstack.standin_serve import serve_until_signal
+from sba_devstack.standin_serve import LoopbackServer, serve_until_signal
 
 DEFAULT_MODELS: Final = ("gpt-4o-mini", "fallback-model")
 _PIECE: Final = re.compile(r"^\s+|\S+\s*")
@@ -221,8 +220,13 @@ def _plan(reply: _Reply | None, body: dict[str, Any]) -> _Plan:
     return plan
 
 
-class OpenAIStandIn:
+class OpenAIStandIn(LoopbackServer):
     """An in-process OpenAI chat-completions server on a loopback port."""
+
+    name = "OpenAI stand-in"
+    # A client that gives up stops its stream instead of the server writing the rest
+    # into a closed socket.
+    cancel_handlers = True
 
     def __init__(
         self,
@@ -233,13 +237,9 @@ class OpenAIStandIn:
         api_key: str | None = None,
         token_delay_seconds: float = 0.0,
     ) -> None:
-        self._host, self._requested_port = host, port
+        super().__init__(host, port)
         self._initial_models, self._initial_delay = tuple(models), token_delay_seconds
         self._api_key = api_key
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
-        # Set on stop() so hangs and token delays end at once instead of holding shutdown.
-        self._closing = asyncio.Event()
         self._reset()
 
     def _reset(self) -> None:
@@ -251,20 +251,10 @@ class OpenAIStandIn:
         self._emissions: list[dict[str, Any]] = []
 
     @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("the OpenAI stand-in is not started")
-        return self._port
-
-    @property
     def base_url(self) -> str:
-        return f"http://{self._host}:{self.port}/v1"
+        return f"{self.origin}/v1"
 
-    async def start(self) -> None:
-        if self._runner is not None:
-            return
-        self._closing.clear()
-        app = web.Application()
+    def _routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._list_models)
         app.router.add_post("/_control/script", self._control_script)
@@ -273,30 +263,6 @@ class OpenAIStandIn:
         app.router.add_get("/_control/requests", self._control_records)
         app.router.add_get("/_control/emissions", self._control_records)
         app.router.add_post("/_control/reset", self._control_reset)
-        # handler_cancellation: a client that gives up stops its stream instead of the
-        # server writing the rest into a closed socket.
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await runner.setup()
-        await web.TCPSite(runner, self._host, self._requested_port).start()
-        self._runner, self._port = runner, int(runner.addresses[0][1])
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            self._closing.set()
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> OpenAIStandIn:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def _pause(self, seconds: float) -> None:
         if seconds > 0:

@@ -17,7 +17,7 @@ import pytest
 
 from sba_devstack.openai_standin import OpenAIStandIn
 from tests.e2e.sse_client import SseEvent, collect, iter_events
-from tests.fixtures.stack import Stack, wait_for
+from tests.fixtures.stack import Stack, apply_tenant, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -96,23 +96,14 @@ async def test_the_model_drives_the_loop_through_an_approval_and_a_denial(
     stack: Stack, kubectl: Any
 ) -> None:
     async with OpenAIStandIn(models=("agent-model",), token_delay_seconds=0.002) as llm:
-        manifest = {
-            "apiVersion": "sba-agentic.io/v1alpha1",
-            "kind": "Tenant",
-            "metadata": {"name": TENANT},
-            "spec": {
+        apply_tenant(
+            kubectl,
+            TENANT,
+            {
                 "displayName": "E2E agent loop",
                 "approvalPolicy": {"sideEffects": True},
                 "model": {"provider": "openai", "baseUrl": llm.base_url, "model": "agent-model"},
             },
-        }
-        applied = kubectl("apply", "-f", "-", input=json.dumps(manifest))
-        assert applied.returncode == 0, applied.stderr
-        wait_for(
-            lambda: (
-                kubectl("get", "tenant", TENANT, "-o", "jsonpath={.status.phase}").stdout == "ready"
-            ),
-            what=f"tenant {TENANT} ready",
         )
         headers = stack.auth(tenant=TENANT, user="ayu", roles=("member", "approver"))
         status, body = stack.post(

@@ -13,7 +13,7 @@ import pytest
 
 from sba_devstack.openai_standin import OpenAIStandIn
 from tests.e2e.sse_client import SseEvent, collect, iter_events
-from tests.fixtures.stack import Stack, wait_for
+from tests.fixtures.stack import Stack, apply_tenant, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -26,6 +26,15 @@ async def _create(session: aiohttp.ClientSession, stack: Stack, tenant: str, **b
     ) as resp:
         assert resp.status == 201, await resp.text()
         return await resp.json()
+
+
+async def _until_first_token(session: aiohttp.ClientSession, url: str) -> None:
+    """Follow the run's events until its answer starts streaming."""
+    async with session.get(url, headers={"Accept": "text/event-stream"}) as resp:
+        async for item in iter_events(resp):
+            if isinstance(item, SseEvent) and item.event == "token":
+                return
+    raise AssertionError("the run's answer never streamed")
 
 
 def _tokens(events: list[SseEvent]) -> list[dict[str, Any]]:
@@ -145,10 +154,7 @@ async def test_the_api_killed_mid_answer_loses_and_repeats_no_token(
             options={"topK": 8},
         )
         url = stack.api_url + created["links"]["events"]
-        async with session.get(url, headers={"Accept": "text/event-stream"}) as resp:
-            async for item in iter_events(resp):
-                if isinstance(item, SseEvent) and item.event == "token":
-                    break
+        await _until_first_token(session, url)
         stack.api.kill()  # SIGKILL while the model step is writing
         await asyncio.sleep(0.5)
         stack.api.start()
@@ -190,11 +196,10 @@ async def test_a_tenants_own_model_answers_through_the_gateway_with_fallback_and
                 llm.base_url.removesuffix("/v1") + "/_control/script",
                 json={"model": "spare-model", "replies": [{"content": answer}]},
             )
-        manifest = {
-            "apiVersion": "sba-agentic.io/v1alpha1",
-            "kind": "Tenant",
-            "metadata": {"name": tenant},
-            "spec": {
+        apply_tenant(
+            kubectl,
+            tenant,
+            {
                 "displayName": "E2E own model",
                 "quotas": {"tokensPerDay": 100_000},
                 "model": {
@@ -205,14 +210,6 @@ async def test_a_tenants_own_model_answers_through_the_gateway_with_fallback_and
                     "apiKeySecretRef": {"name": "llm-key", "key": "apiKey"},
                 },
             },
-        }
-        applied = kubectl("apply", "-f", "-", input=json.dumps(manifest))
-        assert applied.returncode == 0, applied.stderr
-        wait_for(
-            lambda: (
-                kubectl("get", "tenant", tenant, "-o", "jsonpath={.status.phase}").stdout == "ready"
-            ),
-            what=f"tenant {tenant} ready",
         )
         secret = kubectl(
             "create", "secret", "generic", "llm-key", "-n", f"tenant-{tenant}",
@@ -281,10 +278,7 @@ async def test_the_operator_killed_mid_answer_loses_and_repeats_no_token(
             options={"topK": 8},
         )
         url = stack.api_url + created["links"]["events"]
-        async with session.get(url, headers={"Accept": "text/event-stream"}) as resp:
-            async for item in iter_events(resp):
-                if isinstance(item, SseEvent) and item.event == "token":
-                    break
+        await _until_first_token(session, url)
         stack.operator.kill()  # SIGKILL while the answer streams
         await asyncio.sleep(2)
         stack.operator.start()

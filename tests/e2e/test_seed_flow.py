@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.sse_client import SseEvent, iter_events
-from tests.fixtures.stack import Stack, wait_for
+from tests.fixtures.stack import Stack, apply_tenant, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -39,19 +39,8 @@ def _crm(stack: Stack, path: str, body: dict[str, Any] | None = None) -> Any:
 
 @pytest.fixture(scope="module")
 def seed_tenant(stack: Stack, kubectl: Any) -> str:
-    manifest = {
-        "apiVersion": "sba-agentic.io/v1alpha1",
-        "kind": "Tenant",
-        "metadata": {"name": TENANT},
-        "spec": {"displayName": "Seed flow", "approvalPolicy": {"sideEffects": True}},
-    }
-    applied = kubectl("apply", "-f", "-", input=json.dumps(manifest))
-    assert applied.returncode == 0, applied.stderr
-    wait_for(
-        lambda: (
-            kubectl("get", "tenant", TENANT, "-o", "jsonpath={.status.phase}").stdout == "ready"
-        ),
-        what=f"tenant {TENANT} ready",
+    apply_tenant(
+        kubectl, TENANT, {"displayName": "Seed flow", "approvalPolicy": {"sideEffects": True}}
     )
     return TENANT
 
