@@ -22,7 +22,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID
 
@@ -116,6 +116,7 @@ _TERMINAL_EVENTS: Final = frozenset(
 
 STATUS_CONFLICT_RETRIES: Final = 4
 ANNOUNCE_BACKOFF: Final = (0.2, 0.5, 1.0)
+PLAN_RETRY_SECONDS: Final = 5.0
 
 
 def utcnow() -> datetime:
@@ -222,6 +223,10 @@ class RunDriver:
         self.post_event = post_event
         self.clock = clock
         self.locks = RunLocks()
+        self._planning: dict[str, asyncio.Task[None]] = {}
+        """Runs whose LLM planning is under way (background tasks, by run uid)."""
+        self._refusals: dict[str, PlanRefusal] = {}
+        """Plannings that ended in a refusal, for the run's next reconcile to fail it."""
 
     async def reconcile(self, namespace: str, name: str, uid: str) -> Decision | None:
         """Reconcile one run; None when it no longer exists (or is another object now)."""
@@ -334,8 +339,10 @@ class RunDriver:
 
         A prompt-only run past `pending` has its plan in Postgres when a planner other
         than the builtin one made it; in `planning`, with the LLM planner configured and
-        no plan stored yet, the driver makes it now (once: it is stored before the
-        status says `executing`, so a crash in between reuses it).
+        no plan stored yet, the driver makes it — beside the reconcile, never in it: a
+        background task asks the model, stores the plan (before any status says
+        `executing`, so a crash in between reuses it) and wakes the run; until then the
+        run waits in `planning`, and a cancel is decided at once.
         """
         if self.plans is None or tenant is None or phase not in _PLANNED_PHASES:
             return None, False, None
@@ -353,8 +360,56 @@ class RunDriver:
         if self.planner_factory is None or phase not in (RunPhase.PENDING, RunPhase.PLANNING):
             return None, False, None
         if phase is RunPhase.PENDING or spec.cancel is not None:
+            if spec.cancel is not None:
+                self._stop_planning(uid)
             return None, True, None
-        return await self._make_plan(run_id, spec, tenant)
+        if self.scheduler is None:  # nothing could wake the run later: plan in line
+            return await self._make_plan(run_id, spec, tenant)
+        refusal = self._refusals.pop(uid, None)
+        if refusal is not None:
+            return None, False, refusal
+        meta = obj.get("metadata") or {}
+        self._start_planning(
+            uid, str(meta.get("namespace", "")), str(meta.get("name", "")), spec, tenant
+        )
+        return None, True, None
+
+    def _start_planning(
+        self, uid: str, namespace: str, name: str, spec: AgentRunSpec, tenant: TenantView
+    ) -> None:
+        running = self._planning.get(uid)
+        if running is not None and not running.done():
+            return
+        self._planning[uid] = asyncio.create_task(
+            self._plan_beside(uid, namespace, name, spec, tenant), name=f"plan {uid}"
+        )
+
+    def _stop_planning(self, uid: str) -> None:
+        task = self._planning.pop(uid, None)
+        if task is not None and not task.done():
+            task.cancel()
+
+    async def _plan_beside(
+        self, uid: str, namespace: str, name: str, spec: AgentRunSpec, tenant: TenantView
+    ) -> None:
+        """The model call of one run's planning, outside its reconcile; then wake the run."""
+        retry_in = 0.0
+        try:
+            with bind_log_context(run_id=uid, tenant_id=spec.tenant):
+                _, _, refusal = await self._make_plan(UUID(uid), spec, tenant)
+            if refusal is not None:
+                self._refusals[uid] = refusal
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the store or the model's client failed: try again soon
+            log.warning("planning run %s failed (%s); trying again", uid, exc)
+            retry_in = PLAN_RETRY_SECONDS
+        finally:
+            self._planning.pop(uid, None)
+        if self.scheduler is not None:
+            self.scheduler.schedule(
+                uid, namespace, name, self.clock() + timedelta(seconds=retry_in)
+            )
 
     async def _make_plan(
         self, run_id: UUID, spec: AgentRunSpec, tenant: TenantView
