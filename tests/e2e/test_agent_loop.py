@@ -83,13 +83,24 @@ def _crm(stack: Stack, path: str) -> Any:
 
 
 async def _wait_for_approval(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    """The approval request, once the run's status shows it too (the event is written first,
+    the status just after: crash-safe order)."""
+    payload: dict[str, Any] | None = None
     async with session.get(url, headers={"Accept": "text/event-stream"}) as resp:
         async for item in iter_events(resp):
             if isinstance(item, SseEvent) and item.event in ("awaiting_approval", "failed"):
                 assert item.event == "awaiting_approval", item.data
-                payload: dict[str, Any] = item.json["payload"]
-                return payload
-    raise AssertionError("the stream ended before the approval request")
+                payload = item.json["payload"]
+                break
+    assert payload is not None, "the stream ended before the approval request"
+    run_url = url.removesuffix("/events")
+    for _ in range(100):
+        async with session.get(run_url) as resp:
+            steps = (await resp.json())["steps"]
+        if any(s["id"] == payload["stepId"] and s["phase"] == "awaiting_approval" for s in steps):
+            return payload
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"step {payload['stepId']} never showed as awaiting approval")
 
 
 async def test_the_model_drives_the_loop_through_an_approval_and_a_denial(

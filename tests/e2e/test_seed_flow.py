@@ -4,6 +4,7 @@ approved through the API, syncs exactly once with the CRM stand-in, and complete
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.request
 from typing import Any
@@ -79,6 +80,13 @@ async def test_crm_sync_waits_for_approval_then_syncs_exactly_once(
         assert payload["costEstimate"] > 0
         assert payload["params"]["scope"] == ["contacts", "deals"]
         assert _crm(stack, f"/synced?tenant={seed_tenant}")["applied"] == 0  # nothing yet
+        # The event is written just before the status (crash-safe order): wait for both.
+        for _ in range(100):
+            async with session.get(f"{stack.api_url}/api/v1/runs/{created['id']}") as resp:
+                step = (await resp.json())["steps"][0]
+            if step["phase"] == "awaiting_approval":
+                break
+            await asyncio.sleep(0.1)
 
         async with session.post(
             f"{stack.api_url}/api/v1/runs/{created['id']}/approvals",
