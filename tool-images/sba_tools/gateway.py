@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
@@ -99,6 +99,19 @@ class TaskReceipt(BaseModel):
     assignee: str | None = None
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parsed(model: type[M], body: Any, what: str) -> M:
+    """The gateway's answer as `model`; a malformed one is a permanent GatewayError."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise GatewayError(
+            f"malformed {what} from gateway: {_shorten(str(exc))}", status=None, retryable=False
+        ) from exc
+
+
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
     """Never follow a redirect: it could carry the bearer token somewhere else."""
 
@@ -151,23 +164,11 @@ class GatewayClient:
 
     def get_step(self) -> StepEnvelope:
         body = self._call_json("GET", STEP_PATH, idempotent=True)
-        try:
-            return StepEnvelope.model_validate(body)
-        except ValidationError as exc:
-            raise GatewayError(
-                f"malformed step from gateway: {_shorten(str(exc))}", status=None, retryable=False
-            ) from exc
+        return _parsed(StepEnvelope, body, "step")
 
     def search_knowledge(self, params: KnowledgeSearchParams) -> KnowledgeSearchResult:
         body = self._call_json("POST", SEARCH_PATH, payload=params.wire(), idempotent=True)
-        try:
-            return KnowledgeSearchResult.model_validate(body)
-        except ValidationError as exc:
-            raise GatewayError(
-                f"malformed search result from gateway: {_shorten(str(exc))}",
-                status=None,
-                retryable=False,
-            ) from exc
+        return _parsed(KnowledgeSearchResult, body, "search result")
 
     def upload_artifact(self, data: bytes, *, content_type: str, title: str) -> ArtifactRecord:
         body = self._call_json(
@@ -177,25 +178,13 @@ class GatewayClient:
             headers={"Content-Type": content_type, "X-Artifact-Title": _header_value(title)},
             idempotent=False,
         )
-        try:
-            return ArtifactRecord.model_validate(body)
-        except ValidationError as exc:
-            raise GatewayError(
-                f"malformed artifact record from gateway: {_shorten(str(exc))}",
-                status=None,
-                retryable=False,
-            ) from exc
+        return _parsed(ArtifactRecord, body, "artifact record")
 
     def create_task(self, fields: TaskFields) -> TaskReceipt:
         """Create the step's task; a replay (any later attempt) returns the same task."""
         # Idempotent server-side (keyed on the step), so a retry after a lost answer is safe.
         body = self._call_json("POST", TASKS_PATH, payload=fields.wire(), idempotent=True)
-        try:
-            return TaskReceipt.model_validate(body)
-        except ValidationError as exc:
-            raise GatewayError(
-                f"malformed task from gateway: {_shorten(str(exc))}", status=None, retryable=False
-            ) from exc
+        return _parsed(TaskReceipt, body, "task")
 
     def generate(self) -> LlmGenerateResult:
         """Ask the gateway to run this llm.generate step's model call (it streams the tokens
@@ -209,14 +198,7 @@ class GatewayClient:
             timeout=GENERATE_TIMEOUT_SECONDS,
             retry_delays=GENERATE_RETRY_DELAYS,
         )
-        try:
-            return LlmGenerateResult.model_validate(body)
-        except ValidationError as exc:
-            raise GatewayError(
-                f"malformed model answer from gateway: {_shorten(str(exc))}",
-                status=None,
-                retryable=False,
-            ) from exc
+        return _parsed(LlmGenerateResult, body, "model answer")
 
     def post_result(
         self, *, success: bool, result: Mapping[str, Any] | None, error: str | None

@@ -38,10 +38,6 @@ class TokenBatcher:
         self._lock = asyncio.Lock()
         self.events = 0
 
-    @property
-    def pending(self) -> int:
-        return sum(len(p) for p in self._buffer)
-
     async def add(self, text: str) -> None:
         if not text:
             return
