@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export SBA_CACHE_DIR ?= $(HOME)/.cache/sba-agentic
 
-.PHONY: help deps system-deps venv binaries agui-client crds chart chart-sync helm helm-path lint typecheck importlint test test-unit test-integration test-e2e dev down bench clean
+.PHONY: help deps system-deps venv binaries agui-client go-programs go-test crds chart chart-sync helm helm-path lint typecheck importlint test test-unit test-integration test-e2e dev down bench clean
 
 help:
 	@echo "make dev    - bring up control plane, Postgres, Redis, operator, API and node agent"
@@ -48,7 +48,23 @@ $(AGUI_CLIENT)/node_modules/.installed: $(AGUI_CLIENT)/package.json $(AGUI_CLIEN
 
 agui-client: system-deps $(AGUI_CLIENT)/node_modules/.installed
 
-deps: system-deps venv binaries agui-client
+# Go programs: the static tool entrypoint `sba-step` (into the venv's bin, which the dev
+# node serves as the tool runtime image) and the Go example tool. Stdlib only: no downloads.
+ENTRYPOINT_SRC := tool-images/entrypoint
+WORD_STATS_SRC := examples/tools/word-stats
+GO_BUILD := CGO_ENABLED=0 go build -trimpath -ldflags="-s -w"
+$(BIN)/sba-step: $(STAMP) $(wildcard $(ENTRYPOINT_SRC)/*.go) $(ENTRYPOINT_SRC)/go.mod
+	@cd $(ENTRYPOINT_SRC) && $(GO_BUILD) -o $(CURDIR)/$@ .
+$(WORD_STATS_SRC)/bin/word-stats: $(wildcard $(WORD_STATS_SRC)/*.go) $(WORD_STATS_SRC)/go.mod
+	@cd $(WORD_STATS_SRC) && $(GO_BUILD) -o bin/word-stats .
+
+go-programs: $(BIN)/sba-step $(WORD_STATS_SRC)/bin/word-stats
+
+go-test:
+	@cd $(ENTRYPOINT_SRC) && go vet ./... && go test -count=1 ./...
+	@cd $(WORD_STATS_SRC) && go vet ./... && go test -count=1 ./...
+
+deps: system-deps venv binaries agui-client go-programs
 
 crds: venv
 	$(BIN)/sba-agentic crds
@@ -102,7 +118,7 @@ typecheck: venv
 importlint: venv
 	$(BIN)/lint-imports
 
-test: deps lint typecheck importlint
+test: deps lint typecheck importlint go-test
 	$(BIN)/pytest -q -p no:cacheprovider --durations=15
 
 test-unit: venv

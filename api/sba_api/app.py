@@ -42,6 +42,7 @@ from sba_api.services.stream_tokens import StreamTokenService
 from sba_api.services.system import SystemService
 from sba_api.services.tasks import TaskService
 from sba_api.services.tenants import TenantService
+from sba_api.services.tool_catalog import ToolCatalogService
 from sba_api.services.tool_execution import ToolExecutionService
 from sba_api.settings import EmbeddingProvider, Settings
 from sba_core.knowledge import Embedder, HashingEmbedder
@@ -107,9 +108,9 @@ async def _build_services(
     else:
         embedder = HashingEmbedder()
 
-    registry = builtin_registry()
+    tools = ToolCatalogService(kube, builtin_registry())
     audit = AuditService(AuditRepository(pool))
-    run_service = RunService(RunRepository(pool), kube, registry, AuditRepository(pool))
+    run_service = RunService(RunRepository(pool), kube, tools, AuditRepository(pool))
     run_actions = RunActionService(
         run_service,
         kube,
@@ -126,7 +127,7 @@ async def _build_services(
     gateway = GatewayService(
         settings.gateway.step_token_secret,
         ToolCallRepository(pool),
-        registry,
+        tools,
         knowledge,
         artifacts,
         step_config=StepConfigSource(settings.tools, kube.get_tenant),
@@ -165,8 +166,8 @@ async def _build_services(
         knowledge=knowledge,
         gateway=gateway,
         models=models,
-        plans=PlanService(kube, registry),
-        system=SystemService(pool, redis, registry),
+        plans=PlanService(kube, tools),
+        system=SystemService(pool, redis, tools, kube.get_tenant),
         tenants=TenantService(kube, UsageRepository(pool), audit),
         audit=audit,
         stream_tokens=StreamTokenService(
@@ -177,7 +178,7 @@ async def _build_services(
         tasks=TaskService(TaskRepository(pool), ToolCallRepository(pool)),
         run_actions=run_actions,
         agui=AguiService(run_service, run_actions, AguiRunRepository(pool), EventRepository(pool)),
-        tool_execution=ToolExecutionService(run_service, registry),
+        tool_execution=ToolExecutionService(run_service, tools),
         idempotency=IdempotencyService(IdempotencyRepository(pool), settings.idempotency),
     )
 

@@ -30,7 +30,15 @@ from sba_api.errors import (
     UpstreamError,
 )
 from sba_api.settings import KubernetesSettings
-from sba_core.group import AGENTRUN_PLURAL, APPROVAL_PLURAL, GROUP, TENANT_PLURAL, VERSION
+from sba_core.group import (
+    AGENTRUN_PLURAL,
+    APPROVAL_PLURAL,
+    CLUSTERTOOL_PLURAL,
+    GROUP,
+    TENANT_PLURAL,
+    TOOL_PLURAL,
+    VERSION,
+)
 from sba_telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -289,6 +297,31 @@ class KubeClient:
             TENANT_PLURAL,
             name,
         )
+
+    async def list_user_tools(
+        self, namespace: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(every ClusterTool, the Tools of `namespace`); none of a kind not installed."""
+
+        def items(func: Callable[..., object], *args: Any) -> list[dict[str, Any]]:
+            try:
+                listed = cast(dict[str, Any], func(*args))
+            except ApiException as exc:
+                if exc.status == 404:
+                    return []
+                raise
+            return list(listed.get("items") or [])
+
+        def call() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            cluster = items(
+                self._custom.list_cluster_custom_object, GROUP, VERSION, CLUSTERTOOL_PLURAL
+            )
+            namespaced = items(
+                self._custom.list_namespaced_custom_object, GROUP, VERSION, namespace, TOOL_PLURAL
+            )
+            return cluster, namespaced
+
+        return await self._call("list the tools", call)
 
     async def get_secret_value(self, namespace: str, name: str, key: str) -> str | None:
         """One key of a Secret (decoded), or None when the Secret or the key is absent."""

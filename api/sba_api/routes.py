@@ -56,6 +56,7 @@ from sba_api.schemas import (
     ToolCatalog,
     ToolExecuteIn,
     ToolExecution,
+    ToolListQuery,
     UsageQuery,
 )
 from sba_api.schemas_agui import AguiQuery, AguiRunInput
@@ -319,9 +320,12 @@ ROUTES: tuple[RouteSpec, ...] = (
         f"{API}/tools",
         system.tools,
         "listTools",
-        "The tool catalog",
+        "The tools a tenant's runs may use: builtins, the platform's ClusterTools and the"
+        " tenant's own Tools (within its allowedTools), each with its contracts",
         "tools",
+        query=ToolListQuery,
         responses={200: ToolCatalog},
+        errors=(400, 404),
         permission=Permission.TOOLS_READ,
     ),
     RouteSpec(

@@ -275,15 +275,34 @@ class ToolInfo(WireModel):
     name: str
     version: str
     description: str
+    kind: Literal["builtin", "ClusterTool", "Tool"] = Field(
+        description="builtin, the platform's catalog (ClusterTool) or the tenant's own (Tool)."
+    )
     side_effect: bool
     scopes: list[str]
-    cost_estimate: int
+    cost_estimate: int = Field(description="Micro-dollars per call, the tool's own estimate.")
+    timeout_seconds: int
+    image: str | None = Field(default=None, description="A user tool's container image.")
     params_schema: dict[str, Any]
     result_schema: dict[str, Any]
 
 
+class UnusableTool(WireModel):
+    name: str
+    kind: Literal["ClusterTool", "Tool"]
+    message: str = Field(description="Why runs cannot use it (fix the definition).")
+
+
 class ToolCatalog(WireModel):
-    items: list[ToolInfo]
+    tenant: str
+    items: list[ToolInfo] = Field(description="The tools the tenant's runs may use.")
+    unusable: list[UnusableTool] = Field(
+        default_factory=list, description="Tools defined for the tenant that cannot run."
+    )
+
+
+class ToolListQuery(WireModel):
+    tenant: DnsLabel | None = Field(default=None, description="Default: the caller's tenant.")
 
 
 class PlannedStepView(WireModel):

@@ -14,8 +14,15 @@ import yaml
 from sba_core import group
 from sba_core.crd_schema import structural_schema
 from sba_core.models.approval import ApprovalSpec, ApprovalStatus
-from sba_core.models.run import MAX_INPUT_CHARS, MAX_PLAN_STEPS, AgentRunSpec, AgentRunStatus
+from sba_core.models.run import (
+    MAX_INPUT_CHARS,
+    MAX_PLAN_STEPS,
+    AgentRunSpec,
+    AgentRunStatus,
+)
 from sba_core.models.tenant import TenantSpec, TenantStatus
+from sba_core.models.tool import ToolDefinitionSpec, ToolStatus
+from sba_core.tools.names import ToolName
 
 _IMMUTABLE_RUN_FIELDS = ("tenant", "prompt", "plan", "user")
 
@@ -231,6 +238,96 @@ def approval_crd() -> dict[str, Any]:
     )
 
 
+def _tool_spec_schema() -> dict[str, Any]:
+    spec = _default_empty_objects(structural_schema(ToolDefinitionSpec))
+    spec["properties"]["retry"].pop("default", None)  # absent: the run's own policy
+    for part in ("params", "result"):
+        # A JSON Schema, kept as written (the operator checks it is one).
+        spec["properties"][part] = {
+            "type": "object",
+            "description": spec["properties"][part].get("description", ""),
+            "x-kubernetes-preserve-unknown-fields": True,
+            "default": {"type": "object"},
+        }
+    env_item = spec["properties"]["env"]["items"]
+    env_item["x-kubernetes-validations"] = [
+        {
+            "rule": "has(self.value) != has(self.valueFrom)",
+            "message": "give exactly one of value and valueFrom",
+        },
+        {
+            "rule": "!self.name.startsWith('SBA_') && !self.name.startsWith('OTEL_')"
+            " && !(self.name in ['TRACEPARENT', 'HOME', 'PATH'])",
+            "message": "the platform sets SBA_*, OTEL_*, TRACEPARENT, HOME and PATH itself",
+        },
+    ]
+    return spec
+
+
+_BUILTIN_NAMES_RULE = (
+    "!(self.metadata.name in ["
+    + ", ".join(f"'{n}'" for n in sorted(str(t) for t in ToolName))
+    + "])"
+)
+
+
+def _tool_crd(
+    kind: str, plural: str, singular: str, short: tuple[str, ...], scope: str
+) -> dict[str, Any]:
+    crd = _crd(
+        kind=kind,
+        plural=plural,
+        singular=singular,
+        short_names=short,
+        scope=scope,
+        spec_schema=_tool_spec_schema(),
+        status_schema=structural_schema(ToolStatus),
+        columns=[
+            {"name": "Version", "type": "string", "jsonPath": ".spec.version"},
+            {"name": "Image", "type": "string", "jsonPath": ".spec.image"},
+            {"name": "Side-Effect", "type": "boolean", "jsonPath": ".spec.sideEffect"},
+            {"name": "Cost", "type": "integer", "jsonPath": ".spec.costEstimate"},
+            {"name": "Valid", "type": "boolean", "jsonPath": ".status.valid"},
+            {"name": "Scopes", "type": "string", "jsonPath": ".spec.scopes", "priority": 1},
+            {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+        description=(
+            "A tool the platform's catalog offers every tenant: any image whose program reads"
+            " its params as JSON on stdin and writes its result as JSON on stdout."
+            if scope == "Cluster"
+            else "A tool private to the tenant whose namespace holds it (shadows a"
+            " ClusterTool of the same name): any image whose program reads its params as"
+            " JSON on stdin and writes its result as JSON on stdout."
+        ),
+    )
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    schema["x-kubernetes-validations"] = [
+        {"rule": _BUILTIN_NAMES_RULE, "message": "this name is reserved for a builtin tool"}
+    ]
+    return crd
+
+
+def tool_crd() -> dict[str, Any]:
+    return _tool_crd(
+        group.TOOL_KIND,
+        group.TOOL_PLURAL,
+        group.TOOL_SINGULAR,
+        group.TOOL_SHORT_NAMES,
+        "Namespaced",
+    )
+
+
+def clustertool_crd() -> dict[str, Any]:
+    return _tool_crd(
+        group.CLUSTERTOOL_KIND,
+        group.CLUSTERTOOL_PLURAL,
+        group.CLUSTERTOOL_SINGULAR,
+        group.CLUSTERTOOL_SHORT_NAMES,
+        "Cluster",
+    )
+
+
 _DELEGATING = f"'{group.DELEGATING_APPROVERS_GROUP}' in request.userInfo.groups"
 
 
@@ -325,6 +422,8 @@ def all_crds() -> dict[str, dict[str, Any]]:
         "agentruns.yaml": agentrun_crd(),
         "tenants.yaml": tenant_crd(),
         "approvals.yaml": approval_crd(),
+        "tools.yaml": tool_crd(),
+        "clustertools.yaml": clustertool_crd(),
         "admission-approvals.yaml": approval_admission_policy(),
         "admission-approvals-binding.yaml": _binding(APPROVAL_POLICY),
         "admission-agentrun-cancel.yaml": cancel_admission_policy(),

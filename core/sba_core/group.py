@@ -21,6 +21,16 @@ APPROVAL_PLURAL: Final = "approvals"
 APPROVAL_SINGULAR: Final = "approval"
 APPROVAL_SHORT_NAMES: Final = ("apr",)
 
+TOOL_KIND: Final = "Tool"
+TOOL_PLURAL: Final = "tools"
+TOOL_SINGULAR: Final = "tool"
+TOOL_SHORT_NAMES: Final = ("tl",)
+
+CLUSTERTOOL_KIND: Final = "ClusterTool"
+CLUSTERTOOL_PLURAL: Final = "clustertools"
+CLUSTERTOOL_SINGULAR: Final = "clustertool"
+CLUSTERTOOL_SHORT_NAMES: Final = ("ctl",)
+
 DELEGATING_APPROVERS_GROUP: Final = "sba-agentic:delegating-approvers"
 """Members (the API's identity) may create Approvals and cancel runs in another user's name."""
 

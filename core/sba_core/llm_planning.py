@@ -87,7 +87,7 @@ def catalog(registry: ToolRegistry) -> list[dict[str, Any]]:
             "name": str(spec.name),
             "description": spec.description,
             "sideEffect": spec.side_effect,
-            "paramsSchema": spec.params_model.model_json_schema(by_alias=True),
+            "paramsSchema": spec.params_schema(),
         }
         for _, spec in sorted(registry.items(), key=lambda item: item[0])
     ]

@@ -27,10 +27,12 @@ from sba_core.group import DELEGATING_APPROVERS_GROUP
 from sba_devstack.binaries import default_repo_root, ensure_binaries
 from sba_devstack.controlplane import ControlPlane
 from sba_devstack.controlplane import up as control_plane_up
+from sba_devstack.example_tools import example_image_map
 from sba_devstack.postgres_server import PostgresServer, create_database, with_database
 from sba_devstack.procs import StartupError, free_port
 from sba_devstack.redis_server import RedisServer
 from sba_devstack.services import Service, http_ok
+from sba_devstack.webhook_certs import operator_webhook_env
 
 API_PORT = 8080
 REDIS_PORT = 16379
@@ -259,6 +261,7 @@ def up(root: Path, state_dir: Path | None = None, ports: StackPorts | None = Non
             "SBA_PUBLIC_URL": api_url,
             "SBA_GATEWAY_URL": api_url,
             "SBA_NODE_WORK_DIR": str(paths.state / "node"),
+            "SBA_NODE_IMAGE_MAP": example_image_map(root),
         }
         # The API creates Approvals and cancels runs in its callers' names: it has its own
         # identity, in the group the admission policies trust to do that; the rest stay admin.
@@ -272,18 +275,29 @@ def up(root: Path, state_dir: Path | None = None, ports: StackPorts | None = Non
             "SBA_CRM_STANDIN_PORT": str(ports.crm),
             "SBA_CRM_STANDIN_SEED": str(root / "examples" / "crm" / "demo-records.json"),
         }
+        # The kube-apiserver calls the operator's admission webhook on 127.0.0.1.
+        operator_env = {
+            **stack.env,
+            **operator_webhook_env(
+                stack.control_plane.ca, stack.control_plane.ca_file, paths.state / "webhook"
+            ),
+        }
         _say("starting the CRM stand-in, the local node agent, the API and the operator")
         for command, env, ready in (
             ("crm-standin", crm_env, http_ok(f"{crm_url}/synced")),
             ("node-agent", stack.env, None),
             ("api", api_env, http_ok(f"{api_url}/readyz")),
-            ("operator", stack.env, None),
+            ("operator", operator_env, None),
         ):
             service = Service(command, env, paths.logs / f"{command}.log", ready=ready)
             stack.services.append(service.start())
         _say("provisioning the demo tenant and its knowledge base")
         _kubectl(bin_dir, kubeconfig, "apply", "-f", str(root / "examples" / "tenant-demo.yaml"))
         _wait_tenant_ready(bin_dir, kubeconfig, DEMO_TENANT)
+        # The catalog's example user tool (Go): `kubectl get clustertools`.
+        _kubectl(
+            bin_dir, kubeconfig, "apply", "-f", str(root / "examples/tools/word-stats/tool.yaml")
+        )
         for doc in sorted((root / "examples" / "knowledge").glob("*.md")):
             text = doc.read_text()
             title = text.splitlines()[0].lstrip("# ").strip()
@@ -314,6 +328,11 @@ SBA Agentic is up. Logs: {paths.logs}/
   # a run through kubectl
   kubectl apply -f examples/run-demo.yaml
   kubectl -n tenant-demo get agentruns -w
+
+  # user tools: the catalog, and a run of the example Go tool (examples/tools/)
+  kubectl get tools,clustertools -A
+  curl -s {api_url}/api/v1/tools -H "Authorization: Bearer $TOKEN"
+  kubectl apply -f examples/tools/run-word-stats.yaml
 
   # a run through the API, and its live events
   curl -s -X POST {api_url}/api/v1/runs -H "Authorization: Bearer $TOKEN" \\

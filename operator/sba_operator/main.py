@@ -34,7 +34,7 @@ def run(settings: Settings | None = None) -> int:
         return 2
     peering = settings.kubernetes.peering
     kopf.run(
-        registry=build_registry(),
+        registry=build_registry(admission=settings.admission.enabled),
         memo=kopf.Memo(settings=settings),
         standalone=peering is None,
         peering_name=peering,

@@ -187,12 +187,31 @@ def parse_labels(text: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class AdmissionSettings:
+    """The operator's validating webhook: AgentRuns naming unknown tools or breaking a
+    tool's contract, and unusable Tool definitions, are refused at `kubectl apply`."""
+
+    enabled: bool = False
+    addr: str = "0.0.0.0"
+    port: int = 9443
+    host: str | None = None
+    """The name the API server calls the webhook by (the Service's DNS name)."""
+    certfile: str | None = None
+    pkeyfile: str | None = None
+    cafile: str | None = None
+    """The CA the API server trusts the certificate by (the webhook's caBundle)."""
+    configuration: str = "sba-agentic.io"
+    """The ValidatingWebhookConfiguration Kopf keeps up to date."""
+
+
+@dataclass(frozen=True)
 class Settings:
     kubernetes: KubernetesSettings
     database: DatabaseSettings
     redis: RedisSettings
     tools: ToolSettings
     tenants: TenantSettings = field(default_factory=TenantSettings)
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     planner: PlannerSettings = field(default_factory=PlannerSettings)
     quotas: QuotaSettings = field(default_factory=QuotaSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
@@ -283,6 +302,16 @@ class Settings:
                 gateway_pod_labels=parse_labels(
                     text("SBA_GATEWAY_POD_LABELS", DEFAULT_GATEWAY_POD_LABELS)
                 ),
+            ),
+            admission=AdmissionSettings(
+                enabled=text("SBA_ADMISSION_WEBHOOK", "off").lower() in ("1", "on", "true"),
+                addr=text("SBA_ADMISSION_ADDR", "0.0.0.0"),
+                port=number("SBA_ADMISSION_PORT", 9443, 1),
+                host=text("SBA_ADMISSION_HOST") or None,
+                certfile=text("SBA_ADMISSION_CERT") or None,
+                pkeyfile=text("SBA_ADMISSION_KEY") or None,
+                cafile=text("SBA_ADMISSION_CA") or None,
+                configuration=text("SBA_ADMISSION_CONFIGURATION", "sba-agentic.io"),
             ),
             planner=PlannerSettings(
                 requested=planner_kind,

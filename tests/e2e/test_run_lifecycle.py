@@ -175,7 +175,8 @@ def test_invalid_manifests_are_refused_with_clear_messages(
     unknown_tool = apply(
         {"tenant": demo_tenant, "prompt": "x", "plan": [{"tool": "shell.exec", "params": {}}]}
     )
-    assert 'Unsupported value: "shell.exec"' in unknown_tool
+    # Refused by the operator's admission webhook, against the namespace's tool catalog.
+    assert "unknown tool 'shell.exec'" in unknown_tool
     assert "knowledge.search" in unknown_tool
     assert 'unknown field "spec.promt"' in apply(
         {"tenant": demo_tenant, "prompt": "x", "promt": "typo"}

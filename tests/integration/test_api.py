@@ -271,8 +271,8 @@ async def test_explicit_plan_with_unknown_tool_or_bad_params_is_400(
         json={"tenant": tenant, "prompt": "x", "plan": [{"tool": "rm.rf", "params": {}}]},
     )
     assert resp.status == 400
-    error = _error(await resp.json(), "validation_error")
-    assert error["details"][0]["loc"] == "plan.0.tool"
+    error = _error(await resp.json(), "invalid_plan")
+    assert "unknown tool 'rm.rf'" in error["message"]
 
     resp = await api.post(
         "/api/v1/runs",

@@ -231,7 +231,7 @@ async def test_rs256_tokens_from_the_jwks_are_accepted_and_keys_rotate(
     )
     for url in s.urls:
         async with http.get(
-            f"{url}/api/v1/tools", headers={"Authorization": f"Bearer {token}"}
+            f"{url}/api/v1/runs", headers={"Authorization": f"Bearer {token}"}
         ) as resp:
             assert resp.status == 200, await resp.text()
     # The provider rotates in a new key: the unknown kid makes the API refetch the JWKS.
@@ -245,7 +245,7 @@ async def test_rs256_tokens_from_the_jwks_are_accepted_and_keys_rotate(
         s.claims(roles=["viewer"]), new_key, algorithm="RS256", headers={"kid": "k2"}
     )
     async with http.get(
-        f"{s.url}/api/v1/tools", headers={"Authorization": f"Bearer {rotated}"}
+        f"{s.url}/api/v1/runs", headers={"Authorization": f"Bearer {rotated}"}
     ) as resp:
         assert resp.status == 200, await resp.text()
 
@@ -323,7 +323,7 @@ async def _hammer(
 ) -> list[aiohttp.ClientResponse]:
     out = []
     for i in range(n):
-        async with http.get(f"{s.urls[i % 2]}/api/v1/tools", headers=headers) as resp:
+        async with http.get(f"{s.urls[i % 2]}/api/v1/runs", headers=headers) as resp:
             await resp.read()
             out.append(resp)
     return out
@@ -339,7 +339,7 @@ async def test_rate_limits_trip_across_replicas(
     answers = await _hammer(http, s, carol, PRINCIPAL_LIMIT)
     assert [r.status for r in answers] == [200] * PRINCIPAL_LIMIT
     for url in s.urls:
-        async with http.get(f"{url}/api/v1/tools", headers=carol) as resp:
+        async with http.get(f"{url}/api/v1/runs", headers=carol) as resp:
             assert resp.status == 429
             retry_after = int(resp.headers["Retry-After"])
             assert 1 <= retry_after <= WINDOW_SECONDS
@@ -356,14 +356,14 @@ async def test_rate_limits_trip_across_replicas(
         assert all(r.status == 200 for r in answers)
         used += batch
     async with http.get(
-        f"{s.urls[1]}/api/v1/tools", headers=s.auth(tenant, "dave", ("viewer",))
+        f"{s.urls[1]}/api/v1/runs", headers=s.auth(tenant, "dave", ("viewer",))
     ) as resp:
         assert resp.status == 429
         assert int(resp.headers["Retry-After"]) >= 1
         assert "tenant" in (await _json(resp))["error"]["message"]
     # Another tenant is unaffected.
     async with http.get(
-        f"{s.url}/api/v1/tools", headers=s.auth(f"{tenant}-x", "erin", ("viewer",))
+        f"{s.url}/api/v1/runs", headers=s.auth(f"{tenant}-x", "erin", ("viewer",))
     ) as resp:
         assert resp.status == 200
 

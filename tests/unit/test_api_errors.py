@@ -17,6 +17,7 @@ from sba_api.logs import JsonFormatter
 from sba_api.services.gateway import GatewayService
 from sba_api.services.runs import RunService
 from sba_api.services.system import SystemService
+from sba_api.services.tool_catalog import ToolCatalogService
 from sba_api.settings import AuthSettings, HttpSettings, Settings
 from sba_core.auth.dev_tokens import mint_dev_token
 from sba_core.tools.registry import builtin_registry
@@ -36,7 +37,7 @@ def _settings() -> Settings:
 
 
 def _services() -> Services:
-    registry = builtin_registry()
+    registry = ToolCatalogService(None, builtin_registry())
     nothing = cast(Any, None)
     return Services(
         runs=RunService(nothing, nothing, registry),
@@ -44,11 +45,15 @@ def _services() -> Services:
         artifacts=nothing,
         knowledge=nothing,
         gateway=GatewayService(SECRET, nothing, registry, nothing, nothing),
-        system=SystemService(nothing, nothing, registry),
+        system=SystemService(nothing, nothing, registry, any_tenant),
         tenants=nothing,
         audit=nothing,
         stream_tokens=nothing,
     )
+
+
+async def any_tenant(name: str) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": {}}
 
 
 async def _boom(request: web.Request) -> web.Response:
@@ -167,10 +172,18 @@ async def test_explicit_plan_is_checked_before_anything_is_created(
     assert resp.status == 400
     error = _assert_error_shape(await resp.json(), "invalid_plan")
     assert "query" in error["message"]
-    # Unknown tool: refused by the model (ToolName) with the field named.
+    # Unknown tool: refused against the tenant's catalog, naming the tool.
     resp = await client.post(
         "/api/v1/runs",
         json={"tenant": "acme", "prompt": "hi", "plan": [{"tool": "shell.exec"}]},
+    )
+    assert resp.status == 400
+    error = _assert_error_shape(await resp.json(), "invalid_plan")
+    assert "unknown tool 'shell.exec'" in error["message"]
+    # Not even a tool name: refused by the model with the field named.
+    resp = await client.post(
+        "/api/v1/runs",
+        json={"tenant": "acme", "prompt": "hi", "plan": [{"tool": "Shell Exec!"}]},
     )
     assert resp.status == 400
     error = _assert_error_shape(await resp.json(), "validation_error")

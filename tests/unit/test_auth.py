@@ -25,6 +25,7 @@ from sba_api.routes import ROUTES
 from sba_api.services.access import TenantForbidden, scope_tenant
 from sba_api.services.gateway import GatewayService
 from sba_api.services.system import SystemService
+from sba_api.services.tool_catalog import ToolCatalogService
 from sba_api.settings import AuthSettings, Settings, SettingsError
 from sba_core.auth.dev_tokens import mint_dev_token
 from sba_core.auth.permissions import Permission, Principal, permissions_for
@@ -280,15 +281,20 @@ def test_auth_settings_from_env(tmp_path: Path) -> None:
 # -- the middleware, in-process ---------------------------------------------------------
 
 
+async def any_tenant(name: str) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": {}}
+
+
 def _services() -> Services:
     nothing = cast(Any, None)
+    tools = ToolCatalogService(None, builtin_registry())
     return Services(
         runs=nothing,
         events=nothing,
         artifacts=nothing,
         knowledge=nothing,
-        gateway=GatewayService(SECRET, nothing, builtin_registry(), nothing, nothing),
-        system=SystemService(nothing, nothing, builtin_registry()),
+        gateway=GatewayService(SECRET, nothing, tools, nothing, nothing),
+        system=SystemService(nothing, nothing, tools, any_tenant),
         tenants=nothing,
         audit=nothing,
         stream_tokens=nothing,

@@ -33,8 +33,10 @@ from sba_api.keys import Services
 from sba_api.services.gateway import GatewayService
 from sba_api.services.runs import RunService
 from sba_api.services.system import SystemService
+from sba_api.services.tool_catalog import ToolCatalogService
 from sba_api.settings import AuthSettings, Settings
 from sba_core.auth.dev_tokens import mint_dev_token
+from sba_core.tools.catalog import ToolCatalog
 from sba_core.tools.registry import builtin_registry
 from sba_operator.handlers.runs import RunDriver
 from sba_operator.reconcile.jobs import (
@@ -131,7 +133,7 @@ class _FakeKube:
 
 
 def _services(kube: _FakeKube) -> Services:
-    registry = builtin_registry()
+    registry = ToolCatalogService(None, builtin_registry())
     nothing = cast(Any, None)
     return Services(
         runs=RunService(cast(Any, AsyncMock()), cast(Any, kube), registry),
@@ -139,7 +141,7 @@ def _services(kube: _FakeKube) -> Services:
         artifacts=nothing,
         knowledge=nothing,
         gateway=GatewayService(STEP_SECRET, nothing, registry, nothing, nothing),
-        system=SystemService(nothing, nothing, registry),
+        system=SystemService(nothing, nothing, registry, nothing),
         tenants=nothing,
         audit=nothing,
         stream_tokens=nothing,
@@ -270,7 +272,7 @@ def _driver(obj: dict[str, Any], telemetry: Telemetry) -> RunDriver:
         events=events,
         tool_calls=cast(Any, AsyncMock()),
         redis=cast(Any, AsyncMock()),
-        registry=builtin_registry(),
+        catalog=ToolCatalog(builtin_registry()),
         post_event=lambda obj, event: logging.getLogger("sba_operator.events").info(
             "event %s", event.reason
         ),

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from sba_api.handlers._common import json_response, services
+from sba_api.handlers._common import json_response, parse_query, principal, services
 from sba_api.keys import METRICS, OPENAPI
 from sba_api.metrics import CONTENT_TYPE_LATEST
-from sba_api.schemas import Health
+from sba_api.schemas import Health, ToolListQuery
+from sba_api.services.access import scope_tenant
 
 SWAGGER_UI_VERSION = "5.17.14"
 
@@ -46,7 +47,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def tools(request: web.Request) -> web.Response:
-    return json_response(services(request).system.catalog())
+    query = parse_query(request, ToolListQuery)
+    tenant = scope_tenant(principal(request), query.tenant)
+    return json_response(await services(request).system.catalog(tenant))
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -12,6 +12,7 @@ from sba_api.services._boundary import store_boundary
 from sba_api.services.artifacts import ArtifactService
 from sba_api.services.knowledge import KnowledgeService
 from sba_api.services.step_config import StepConfigSource
+from sba_api.services.tool_catalog import ToolCatalogService
 from sba_core.step_token import InvalidStepToken, StepClaims, verify_step_token
 from sba_core.tools.contracts import (
     KnowledgeSearchParams,
@@ -46,7 +47,7 @@ class GatewayService:
         self,
         secret: str,
         tool_calls: ToolCallRepository,
-        registry: ToolRegistry,
+        tools: ToolCatalogService,
         knowledge: KnowledgeService,
         artifacts: ArtifactService,
         *,
@@ -57,7 +58,7 @@ class GatewayService:
         self._audit = audit
         self._secret = secret
         self._tool_calls = tool_calls
-        self._registry = registry
+        self._tools = tools
         self._knowledge = knowledge
         self._artifacts = artifacts
 
@@ -71,8 +72,9 @@ class GatewayService:
             raise InvalidToken(f"invalid step token: {exc}") from exc
         return claims
 
-    def _spec(self, claims: StepClaims) -> ToolSpec:
-        spec = self._registry.get(claims.tool)
+    async def _spec(self, claims: StepClaims) -> ToolSpec:
+        registry = await self._tools.registry_for(claims.namespace, need=[claims.tool])
+        spec = registry.get(claims.tool)
         if spec is None:
             raise Forbidden(f"the token's tool {claims.tool!r} is not registered")
         return spec
@@ -94,9 +96,9 @@ class GatewayService:
             raise Forbidden(f"step {claims.step_id!r} runs {call.tool!r}, not {claims.tool!r}")
         return call
 
-    @property
-    def registry(self) -> ToolRegistry:
-        return self._registry
+    async def registry_for(self, claims: StepClaims) -> ToolRegistry:
+        """The tools the calling step's namespace may use."""
+        return await self._tools.registry_for(claims.namespace)
 
     async def tool_call(self, claims: StepClaims) -> ToolCallRecord:
         """The calling attempt's recorded tool call (404 when the operator recorded none)."""
@@ -123,7 +125,7 @@ class GatewayService:
             inputs=inputs,
             idempotency_key=step_idempotency_key(claims.run_id, claims.step_id),
             config=(
-                await self._step_config.for_step(claims.tenant, self._registry.get(claims.tool))
+                await self._step_config.for_step(claims.tenant, await self._spec(claims))
                 if self._step_config is not None
                 else StepConfig()
             ),
@@ -138,7 +140,7 @@ class GatewayService:
     async def upload_artifact(
         self, claims: StepClaims, *, title: str, content_type: str, content: bytes
     ) -> ArtifactUploaded:
-        if SCOPE_WRITE_ARTIFACTS not in self._spec(claims).scopes:
+        if SCOPE_WRITE_ARTIFACTS not in (await self._spec(claims)).scopes:
             raise Forbidden(f"a {claims.tool!r} step may not upload artifacts")
         return await self._artifacts.store(
             tenant=claims.tenant,
@@ -153,7 +155,7 @@ class GatewayService:
         self, claims: StepClaims, body: StepResultIn, request_id: str | None = None
     ) -> StepResultRecorded:
         """Record the attempt's outcome; the first outcome wins and replays get its answer."""
-        spec = self._spec(claims)
+        spec = await self._spec(claims)
         call = await self._call(claims)
         first_outcome = call.success is None
         if first_outcome:

@@ -150,7 +150,7 @@ class ModelGatewayService:
         }
         terms = await self._configs.for_tenant(claims.tenant)
         tools = (
-            agent_turns.turn_tools(self._gateway.registry, terms.allowed_tools)
+            agent_turns.turn_tools(await self._gateway.registry_for(claims), terms.allowed_tools)
             if params.agent
             else None
         )

@@ -10,17 +10,18 @@ from sba_api.errors import ErrorItem
 from sba_api.kube import KubeClient, TenantNotFound
 from sba_api.schemas import PlannedStepView, PlanView
 from sba_api.services.runs import InvalidPlan
+from sba_api.services.tool_catalog import ToolCatalogService
+from sba_core.group import tenant_namespace
 from sba_core.models.approval import ApprovalPolicy
 from sba_core.models.run import RunRequest
 from sba_core.plan_preview import preview_plan
 from sba_core.planning import PlanningError
-from sba_core.tools.registry import ToolRegistry
 
 
 class PlanService:
-    def __init__(self, kube: KubeClient, registry: ToolRegistry) -> None:
+    def __init__(self, kube: KubeClient, tools: ToolCatalogService) -> None:
         self._kube = kube
-        self._registry = registry
+        self._tools = tools
 
     async def preview(self, request: RunRequest) -> PlanView:
         tenant = await self._kube.get_tenant(request.tenant)
@@ -28,10 +29,13 @@ class PlanService:
             raise TenantNotFound(f"tenant {request.tenant!r} not found")
         spec: dict[str, Any] = tenant.get("spec") or {}
         allowed = spec.get("allowedTools")
+        registry = await self._tools.registry_for(
+            tenant_namespace(request.tenant), need=[str(s.tool) for s in request.plan or []]
+        )
         try:
             preview = preview_plan(
                 request,
-                self._registry,
+                registry,
                 tenant_policy=_policy(spec.get("approvalPolicy")),
                 allowed_tools=tuple(allowed) if isinstance(allowed, list) else None,
             )

@@ -18,6 +18,7 @@ from sba_api.kube import KubeClient
 from sba_api.schemas import RunCreated, RunLinks, RunList, RunSummary, RunView
 from sba_api.services._boundary import store_boundary
 from sba_api.services.access import check_tenant
+from sba_api.services.tool_catalog import ToolCatalogService
 from sba_core.auth.permissions import Principal
 from sba_core.group import (
     AGENTRUN_KIND,
@@ -28,8 +29,8 @@ from sba_core.group import (
     tenant_namespace,
 )
 from sba_core.models.run import AgentRunStatus, RunPhase, RunRequest
-from sba_core.planning import PlannedStep, PlanningError, validate_steps
-from sba_core.tools.registry import ToolRegistry
+from sba_core.planning import PlannedStep, PlanningError
+from sba_core.tools.catalog import validate_plan
 from sba_store.audit import AuditRepository
 from sba_store.records import RunRecord
 from sba_store.runs import RunRepository
@@ -87,15 +88,19 @@ class RunService:
         self,
         runs: RunRepository,
         kube: KubeClient,
-        registry: ToolRegistry,
+        tools: ToolCatalogService,
         audit: AuditRepository | None = None,
     ) -> None:
         self._runs = runs
         self._kube = kube
-        self._registry = registry
+        self._tools = tools
         self._audit = audit
 
-    def check_plan(self, spec: RunRequest) -> None:
+    @property
+    def tools(self) -> ToolCatalogService:
+        return self._tools
+
+    async def check_plan(self, spec: RunRequest) -> None:
         """Refuse an explicit plan the operator would fail, before anything is created."""
         if not spec.plan:
             return
@@ -103,13 +108,15 @@ class RunService:
             PlannedStep(step.id or f"s{i + 1}", str(step.tool), dict(step.params))
             for i, step in enumerate(spec.plan)
         ]
+        namespace = tenant_namespace(spec.tenant)
+        catalog = await self._tools.catalog_for(namespace, need=[s.tool for s in steps])
         try:
-            validate_steps(steps, self._registry, spec.options.max_steps)
+            validate_plan(catalog, namespace, steps, spec.options.max_steps)
         except PlanningError as exc:
             raise InvalidPlan(str(exc), details=[ErrorItem(loc="plan", msg=str(exc))]) from exc
 
     async def create(self, spec: RunRequest) -> RunCreated:
-        self.check_plan(spec)
+        await self.check_plan(spec)
         namespace = tenant_namespace(spec.tenant)
         body: dict[str, Any] = {
             "apiVersion": API_VERSION,

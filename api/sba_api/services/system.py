@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from redis.asyncio import Redis
 
-from sba_api.schemas import Health, ToolCatalog, ToolInfo
-from sba_core.tools.registry import ToolRegistry
+from sba_api.kube import TenantNotFound
+from sba_api.schemas import Health, ToolCatalog, ToolInfo, UnusableTool
+from sba_api.services.tool_catalog import ToolCatalogService
+from sba_core.group import tenant_namespace
 from sba_store.db import Pool, ping
 
 log = logging.getLogger(__name__)
@@ -18,10 +21,17 @@ CHECK_TIMEOUT_SECONDS = 2.0
 
 
 class SystemService:
-    def __init__(self, pool: Pool, redis: Redis, registry: ToolRegistry) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        redis: Redis,
+        tools: ToolCatalogService,
+        get_tenant: Callable[[str], Awaitable[dict[str, Any] | None]],
+    ) -> None:
         self._pool = pool
         self._redis = redis
-        self._registry = registry
+        self._tools = tools
+        self._get_tenant = get_tenant
 
     async def _postgres(self) -> None:
         await ping(self._pool)
@@ -45,10 +55,24 @@ class SystemService:
         ok = all(value == "ok" for value in results.values())
         return Health(status="ok" if ok else "unavailable", checks=results)
 
-    def catalog(self) -> ToolCatalog:
+    async def catalog(self, tenant: str) -> ToolCatalog:
+        """What `tenant`'s runs may use: builtins, ClusterTools and its own Tools, as far
+        as its spec.allowedTools lets them; and the tools defined for it that cannot run."""
+        found = await self._get_tenant(tenant)
+        if found is None:
+            raise TenantNotFound(f"tenant {tenant!r} not found")
+        allowed = (found.get("spec") or {}).get("allowedTools")
+        namespace = tenant_namespace(tenant)
+        catalog = await self._tools.catalog_for(namespace)
+        registry = catalog.registry_for(namespace)
+        names = sorted(n for n in registry if not isinstance(allowed, list) or n in allowed)
+        unusable = [
+            UnusableTool(name=d.name, kind=d.kind, message=d.problem or "")
+            for d in sorted(catalog.definitions(namespace).values(), key=lambda d: d.name)
+            if d.spec is None
+        ]
         return ToolCatalog(
-            items=[
-                ToolInfo.model_validate(self._registry[name].catalog_entry())
-                for name in sorted(self._registry)
-            ]
+            tenant=tenant,
+            items=[ToolInfo.model_validate(registry[n].catalog_entry()) for n in names],
+            unusable=unusable,
         )

@@ -8,15 +8,14 @@ tool-call rows and audit entries like any other step.
 
 from __future__ import annotations
 
-from pydantic import ValidationError
-
-from sba_api.errors import NotFound, from_validation_error
+from sba_api.errors import ErrorItem, NotFound, ValidationFailed
 from sba_api.schemas import ToolExecuteIn, ToolExecution
 from sba_api.services.runs import RunService
+from sba_api.services.tool_catalog import ToolCatalogService
 from sba_core.auth.permissions import Principal
+from sba_core.group import tenant_namespace
 from sba_core.models.run import PlanStep, RunOptions, RunRequest
-from sba_core.tools.names import ToolName
-from sba_core.tools.registry import ToolRegistry
+from sba_core.tools.registry import ToolContractError
 
 
 class ToolNotFound(NotFound):
@@ -29,26 +28,31 @@ def step_id_for(tool: str) -> str:
 
 
 class ToolExecutionService:
-    def __init__(self, runs: RunService, registry: ToolRegistry) -> None:
+    def __init__(self, runs: RunService, tools: ToolCatalogService) -> None:
         self._runs = runs
-        self._registry = registry
+        self._tools = tools
 
     async def execute(self, principal: Principal, tool: str, body: ToolExecuteIn) -> ToolExecution:
-        spec = self._registry.get(tool)
+        namespace = tenant_namespace(body.tenant)
+        spec = (await self._tools.registry_for(namespace, need=[tool])).get(tool)
         if spec is None:
             raise ToolNotFound(f"no tool named {tool!r} (GET /api/v1/tools lists them)")
         try:
-            spec.params_model.model_validate(body.params)
-        except ValidationError as exc:
+            spec.validate_params(body.params)
+        except ToolContractError as exc:
             # 400 naming each offending field as params.<field>.
-            raise from_validation_error(exc, prefix=("params",)) from exc
+            details = [
+                ErrorItem(loc=f"params.{loc}" if loc else "params", msg=msg)
+                for loc, msg in exc.problems
+            ]
+            raise ValidationFailed(str(exc), details=details) from exc
         step_id = step_id_for(tool)
         request = RunRequest(
             tenant=body.tenant,
             prompt=f"Execute {tool}",
             user=principal.user,
             options=RunOptions(max_steps=1),
-            plan=[PlanStep(id=step_id, tool=ToolName(tool), params=dict(body.params))],
+            plan=[PlanStep(id=step_id, tool=tool, params=dict(body.params))],
         )
         created = await self._runs.create(request)
         return ToolExecution(

@@ -11,7 +11,7 @@ from pydantic import Field, StringConstraints, model_validator
 from sba_core.models.approval import ApprovalPolicy, StepApproval
 from sba_core.models.base import Condition as Condition  # re-exported: models.run.Condition
 from sba_core.models.base import WireModel
-from sba_core.tools.names import ToolName
+from sba_core.tools.names import ToolRef
 
 DnsLabel = Annotated[
     str,
@@ -104,7 +104,9 @@ class PlanStep(WireModel):
     id: StepId | None = Field(
         default=None, description="Step id, unique in the plan; generated when absent."
     )
-    tool: ToolName = Field(description="Registered tool to run.")
+    tool: ToolRef = Field(
+        description="The tool to run: a builtin, a ClusterTool, or a Tool in the run's namespace."
+    )
     params: dict[str, Any] = Field(
         default_factory=dict, description="Tool parameters, checked against the tool's contract."
     )

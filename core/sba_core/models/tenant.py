@@ -17,7 +17,7 @@ from pydantic import AfterValidator, Field, StringConstraints, model_validator
 from sba_core.models.approval import ApprovalPolicy
 from sba_core.models.base import WireModel
 from sba_core.models.run import Condition
-from sba_core.tools.names import ToolName
+from sba_core.tools.names import ToolRef
 
 MAX_EGRESS_ENTRIES: Final = 256
 MAX_MEMBERS: Final = 500
@@ -168,7 +168,7 @@ class TenantSpec(WireModel):
     display_name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     plan: Annotated[str, StringConstraints(max_length=40)] = "free"
     quotas: TenantQuotas = Field(default_factory=TenantQuotas)
-    allowed_tools: list[ToolName] | None = Field(
+    allowed_tools: list[ToolRef] | None = Field(
         default=None, description="Tools runs may use; all registered tools when absent."
     )
     suspended: bool = False

@@ -1,13 +1,19 @@
-"""The tool registry: every tool's contract, side-effect flag, scopes and cost."""
+"""The tool registry: every tool's contract, side-effect flag, scopes and cost.
+
+The builtins are fixed here; user tools (Tool, ClusterTool) join them per namespace in
+`sba_core.tools.catalog`, as entries of the same kind.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
+from sba_core.models.run import RetryPolicy
+from sba_core.tools.contract import Contract, ModelContract, ToolContractError
 from sba_core.tools.contracts import (
     CrmSyncParams,
     CrmSyncResult,
@@ -26,20 +32,46 @@ from sba_core.tools.contracts import (
 )
 from sba_core.tools.names import ToolName
 
+__all__ = [
+    "DEFAULT_LIMITS",
+    "ContainerTool",
+    "ToolContractError",
+    "ToolRegistry",
+    "ToolSpec",
+    "builtin_registry",
+]
 
-class ToolContractError(ValueError):
-    """Parameters or a result do not fit the tool's contract. Never worth retrying."""
+ToolKind = Literal["builtin", "ClusterTool", "Tool"]
+DEFAULT_LIMITS: Mapping[str, str] = {"cpu": "500m", "memory": "256Mi", "ephemeral-storage": "64Mi"}
+
+
+@dataclass(frozen=True)
+class ContainerTool:
+    """How a user tool runs: its own image and command, behind the platform's entrypoint."""
+
+    kind: Literal["ClusterTool", "Tool"]
+    image: str
+    command: tuple[str, ...]
+    args: tuple[str, ...] = ()
+    env: tuple[Mapping[str, Any], ...] = ()
+    """Kubernetes EnvVars: plain values, or secretKeyRefs resolved by the kubelet."""
+    requests: Mapping[str, str] = field(default_factory=dict)
+    runtime_class_name: str | None = None
+    retry: RetryPolicy | None = None
+    namespace: str | None = None
+    """The Tool's namespace; None for a ClusterTool."""
+    generation: int | None = None
 
 
 @dataclass(frozen=True)
 class ToolSpec:
     """Everything the orchestrator must know about a tool before running it."""
 
-    name: ToolName
+    name: str
     version: str
     description: str
-    params_model: type[BaseModel]
-    result_model: type[BaseModel]
+    params: Contract
+    result: Contract
     side_effect: bool = False
     scopes: tuple[str, ...] = ()
     cost_estimate: int = 0
@@ -49,53 +81,48 @@ class ToolSpec:
     or the deployment's CRM endpoint), so its NetworkPolicy must allow egress."""
     runs_job: bool = True
     """False for `user.input`: the operator settles the step itself, no Job runs."""
-    image: str = "sba-agentic/tool-runtime"
     timeout_seconds: int = 120
-    limits: Mapping[str, str] = field(
-        default_factory=lambda: {"cpu": "500m", "memory": "256Mi", "ephemeral-storage": "64Mi"}
-    )
+    limits: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+    container: ContainerTool | None = None
+    """Set for a user tool; None for a builtin (run by the platform's tool runtime)."""
+
+    @property
+    def kind(self) -> ToolKind:
+        return self.container.kind if self.container is not None else "builtin"
 
     def validate_params(self, params: Mapping[str, Any]) -> BaseModel:
-        try:
-            return self.params_model.model_validate(dict(params))
-        except ValidationError as exc:
-            raise ToolContractError(_describe(self.name, "params", exc)) from exc
+        return self.params.validate(params, f"{self.name} params")
 
     def validate_result(self, result: Mapping[str, Any]) -> BaseModel:
-        try:
-            return self.result_model.model_validate(dict(result))
-        except ValidationError as exc:
-            raise ToolContractError(_describe(self.name, "result", exc)) from exc
+        return self.result.validate(result, f"{self.name} result")
 
     def params_schema(self) -> dict[str, Any]:
         """The params' JSON Schema, as a model (OpenAI `tools`) or a client reads it."""
-        return self.params_model.model_json_schema(by_alias=True)
+        return self.params.schema()
 
     def catalog_entry(self) -> dict[str, Any]:
-        return {
-            "name": str(self.name),
+        entry: dict[str, Any] = {
+            "name": self.name,
             "version": self.version,
             "description": self.description,
+            "kind": self.kind,
             "sideEffect": self.side_effect,
             "scopes": list(self.scopes),
             "costEstimate": self.cost_estimate,
+            "timeoutSeconds": self.timeout_seconds,
             "paramsSchema": self.params_schema(),
-            "resultSchema": self.result_model.model_json_schema(by_alias=True),
+            "resultSchema": self.result.schema(),
         }
-
-
-def _describe(tool: str, what: str, exc: ValidationError) -> str:
-    problems = "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
-    )
-    return f"{tool} {what} invalid: {problems}"
+        if self.container is not None:
+            entry["image"] = self.container.image
+        return entry
 
 
 class ToolRegistry(Mapping[str, ToolSpec]):
     """An immutable name → spec mapping."""
 
     def __init__(self, specs: list[ToolSpec]) -> None:
-        self._specs = {str(spec.name): spec for spec in specs}
+        self._specs = {spec.name: spec for spec in specs}
 
     def __getitem__(self, name: str) -> ToolSpec:
         return self._specs[name]
@@ -111,30 +138,30 @@ def builtin_registry() -> ToolRegistry:
     return ToolRegistry(
         [
             ToolSpec(
-                name=ToolName.KNOWLEDGE_SEARCH,
+                name=ToolName.KNOWLEDGE_SEARCH.value,
                 version="1.0.0",
                 description="Hybrid (vector + full-text) search over the tenant's knowledge base.",
-                params_model=KnowledgeSearchParams,
-                result_model=KnowledgeSearchResult,
+                params=ModelContract(KnowledgeSearchParams),
+                result=ModelContract(KnowledgeSearchResult),
                 cost_estimate=50,
                 scopes=("read:knowledge",),
             ),
             ToolSpec(
-                name=ToolName.RENDER_DOCUMENT,
+                name=ToolName.RENDER_DOCUMENT.value,
                 version="1.0.0",
                 description="Render earlier step results into a stored document artifact.",
-                params_model=RenderDocumentParams,
-                result_model=RenderDocumentResult,
+                params=ModelContract(RenderDocumentParams),
+                result=ModelContract(RenderDocumentResult),
                 cost_estimate=200,
                 scopes=("write:artifacts",),
             ),
             ToolSpec(
-                name=ToolName.TASK_CREATE,
+                name=ToolName.TASK_CREATE.value,
                 version="1.0.0",
                 description="Create a task in the tenant's task store, once per step "
                 "(idempotent across attempts); optionally deliver it to an allowlisted webhook.",
-                params_model=TaskCreateParams,
-                result_model=TaskCreateResult,
+                params=ModelContract(TaskCreateParams),
+                result=ModelContract(TaskCreateResult),
                 side_effect=True,
                 cost_estimate=100,
                 scopes=("write:tasks",),
@@ -142,12 +169,12 @@ def builtin_registry() -> ToolRegistry:
                 timeout_seconds=60,
             ),
             ToolSpec(
-                name=ToolName.CRM_SYNC,
+                name=ToolName.CRM_SYNC.value,
                 version="1.0.0",
                 description="Upsert contacts and deals into the deployment's CRM, once per "
                 "step (Idempotency-Key: <run-id>:<step-id>).",
-                params_model=CrmSyncParams,
-                result_model=CrmSyncResult,
+                params=ModelContract(CrmSyncParams),
+                result=ModelContract(CrmSyncResult),
                 side_effect=True,
                 cost_estimate=2000,
                 scopes=("write:crm",),
@@ -155,37 +182,37 @@ def builtin_registry() -> ToolRegistry:
                 timeout_seconds=120,
             ),
             ToolSpec(
-                name=ToolName.HTTP_FETCH,
+                name=ToolName.HTTP_FETCH.value,
                 version="1.0.0",
                 description="GET a page from a host on the tenant's egress allowlist "
                 "(public addresses only, redirects re-checked, size and time capped).",
-                params_model=HttpFetchParams,
-                result_model=HttpFetchResult,
+                params=ModelContract(HttpFetchParams),
+                result=ModelContract(HttpFetchResult),
                 cost_estimate=100,
                 scopes=("read:web",),
                 egress=True,
                 timeout_seconds=120,
             ),
             ToolSpec(
-                name=ToolName.LLM_GENERATE,
+                name=ToolName.LLM_GENERATE.value,
                 version="1.0.0",
                 description="Ask the tenant's language model (through the API's model gateway)"
                 " to write text from a prompt template over the run's goal and earlier steps'"
                 " results; the text streams to clients as it is written and becomes the run's"
                 " answer. Offline, a builtin model writes an extractive answer with citations.",
-                params_model=LlmGenerateParams,
-                result_model=LlmGenerateResult,
+                params=ModelContract(LlmGenerateParams),
+                result=ModelContract(LlmGenerateResult),
                 cost_estimate=500,
                 scopes=("use:model",),
                 timeout_seconds=300,
             ),
             ToolSpec(
-                name=ToolName.USER_INPUT,
+                name=ToolName.USER_INPUT.value,
                 version="1.0.0",
                 description="Wait for a person's input (spec.inputs[<step id>], or POST"
                 " /api/v1/runs/{id}/continue); it becomes this step's result. Runs no Job.",
-                params_model=UserInputParams,
-                result_model=UserInputResult,
+                params=ModelContract(UserInputParams),
+                result=ModelContract(UserInputResult),
                 runs_job=False,
             ),
         ]

@@ -21,12 +21,15 @@ from redis.asyncio import Redis
 
 from sba_core import group
 from sba_core.planning import BuiltinPlanner, Planner
+from sba_core.tools.catalog import ToolCatalog
 from sba_core.tools.registry import ToolRegistry, builtin_registry
 from sba_operator.adapters.llm_planner import ChatCompletions, LLMPlanner
 from sba_operator.handlers.errors import to_kopf
 from sba_operator.handlers.runs import PlannerFactory, RunDriver
 from sba_operator.handlers.scheduler import WakeScheduler
 from sba_operator.handlers.tenants import TenantDriver, platform_of, register_tenant_handlers
+from sba_operator.handlers.tools import ToolDriver, register_tool_handlers
+from sba_operator.handlers.webhooks import configure_webhook_server, register_webhooks
 from sba_operator.kube import Kube, new_api_client
 from sba_operator.metrics import OperatorMetrics
 from sba_operator.reconcile import KubeEvent
@@ -112,6 +115,7 @@ class OperatorContext:
     redis: Redis
     runs: RunDriver
     tenants: TenantDriver
+    tools: ToolDriver
     retrier: Retrier = field(default_factory=Retrier)
     scheduler: WakeScheduler | None = None
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
@@ -227,6 +231,7 @@ async def create_context(settings: Settings) -> OperatorContext:
     except Exception as exc:
         raise to_kopf(exc) from exc
     registry = builtin_registry()
+    catalog = ToolCatalog(registry)
     metrics = OperatorMetrics()
     planner = settings.planner
     llm: ChatCompletions | None = None
@@ -256,7 +261,7 @@ async def create_context(settings: Settings) -> OperatorContext:
             events=EventRepository(pool),
             tool_calls=ToolCallRepository(pool),
             redis=redis,
-            registry=registry,
+            catalog=catalog,
             post_event=post_kube_event,
             audit=AuditRepository(pool),
             dead_letters=DeadLetterRepository(pool),
@@ -274,6 +279,7 @@ async def create_context(settings: Settings) -> OperatorContext:
             post_event=post_kube_event,
             platform=platform_of(settings),
         ),
+        tools=ToolDriver(kube, catalog),
     )
 
 
@@ -306,6 +312,8 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
     posting.event_name_prefix = "sba-"
 
     kopf_settings.execution.max_workers = 16
+    if settings.admission.enabled:
+        configure_webhook_server(kopf_settings, settings.admission)
 
 
 def _ctx(memo: kopf.Memo) -> OperatorContext:
@@ -313,6 +321,11 @@ def _ctx(memo: kopf.Memo) -> OperatorContext:
     if not isinstance(ctx, OperatorContext):
         raise kopf.TemporaryError("the operator is still starting", delay=1)
     return ctx
+
+
+def _tools_if_ready(memo: kopf.Memo) -> ToolDriver | None:
+    ctx = memo.get("ctx")
+    return ctx.tools if isinstance(ctx, OperatorContext) else None
 
 
 def _owner_run(body: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -326,7 +339,8 @@ def _owner_run(body: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-def build_registry() -> kopf.OperatorRegistry:
+def build_registry(*, admission: bool = False) -> kopf.OperatorRegistry:
+    """`admission`: also serve the validating webhook (needs settings.admission)."""
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
@@ -342,6 +356,11 @@ def build_registry() -> kopf.OperatorRegistry:
             raise kopf.PermanentError("memo.settings must hold sba_operator.settings.Settings")
         configure_kopf(settings, ours)
         memo["ctx"] = ctx = await create_context(ours)
+        try:
+            await ctx.tools.load()  # before any run is reconciled against the catalog
+        except Exception as exc:
+            await ctx.close()
+            raise to_kopf(exc) from exc
         ctx.create_scheduler(log)
         ctx.metrics.serve(ours.metrics.port, ours.metrics.host)
         log.info(
@@ -432,6 +451,10 @@ def build_registry() -> kopf.OperatorRegistry:
 
     # Tenants: provisioning, drift of what they provisioned, orderly deletion (finalizer).
     register_tenant_handlers(registry, _ctx)
+    # User tools: the catalog, kept current by watch events (filled at start-up).
+    register_tool_handlers(registry, _ctx)
+    if admission:
+        register_webhooks(registry, _tools_if_ready)
 
     return registry
 

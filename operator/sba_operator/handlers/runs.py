@@ -28,6 +28,7 @@ from uuid import UUID
 
 from redis.asyncio import Redis
 
+from sba_core import group
 from sba_core.agent_loop import turn_number
 from sba_core.events import EventType
 from sba_core.group import API_VERSION, APPROVAL_KIND
@@ -43,6 +44,7 @@ from sba_core.models.run import AgentRunSpec, Condition, RunMode, RunPhase, Step
 from sba_core.models.tenant import TenantQuotas
 from sba_core.planning import Plan, PlannedStep, Planner, PlanningError
 from sba_core.step_token import mint_step_token
+from sba_core.tools.catalog import ToolCatalog
 from sba_core.tools.registry import ToolRegistry
 from sba_operator.adapters.llm_planner import LLMPlanningFailed
 from sba_operator.kube import Conflict, Kube
@@ -188,7 +190,7 @@ class RunDriver:
         events: EventRepository,
         tool_calls: ToolCallRepository,
         redis: Redis,
-        registry: ToolRegistry,
+        catalog: ToolCatalog,
         post_event: PostEvent,
         audit: AuditRepository | None = None,
         dead_letters: DeadLetterRepository | None = None,
@@ -219,7 +221,8 @@ class RunDriver:
         self.events = events
         self.tool_calls = tool_calls
         self.redis = redis
-        self.registry = registry
+        self.catalog = catalog
+        """Builtins and user tools; each run sees those of its own namespace."""
         self.post_event = post_event
         self.clock = clock
         self.locks = RunLocks()
@@ -441,7 +444,8 @@ class RunDriver:
                     " plan more runs today; raise the quota, or give the run an explicit plan",
                 ),
             )
-        planner = self.planner_factory(allowed_registry(self.registry, tenant.allowed_tools))
+        registry = self.catalog.registry_for(group.tenant_namespace(spec.tenant))
+        planner = self.planner_factory(allowed_registry(registry, tenant.allowed_tools))
         try:
             with self.telemetry.span("plan", attributes={"tenant_id": spec.tenant}) as span:
                 plan = await planner.plan(spec)
@@ -576,12 +580,13 @@ class RunDriver:
         """Observe, decide and carry the decision out (inside the reconcile's span)."""
         observation = await self._observe(obj, uid)
         tools = self.settings.tools
-        decision = decide_run(observation, self.registry, tools)
+        registry = self.catalog.registry_for(namespace)
+        decision = decide_run(observation, registry, tools)
         limited = await self._take_slots(observation, decision)
         if limited is not None:
             # No slot for the step: decide again, knowing that, so it waits until retryAt.
             observation = replace(observation, rate_limit=limited)
-            decision = decide_run(observation, self.registry, tools)
+            decision = decide_run(observation, registry, tools)
         if self.scheduler is not None:
             self.scheduler.schedule(uid, namespace, name, decision.wake_at)
         self._track_phase(obj, uid, decision)
@@ -606,7 +611,7 @@ class RunDriver:
             # A Job name we need is held by an object that is not ours: decide again,
             # knowing that, so the step fails with a reason instead of looping.
             observation = replace(observation, foreign_jobs=frozenset(foreign))
-            decision = decide_run(observation, self.registry, tools)
+            decision = decide_run(observation, registry, tools)
             await self._start_steps(obj, decision)
         if decision.db_tenant is not None:
             await self._record_inputs(run_id, decision)

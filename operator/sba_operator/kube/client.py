@@ -444,6 +444,57 @@ class Kube:
                 _request_timeout=self._timeout,
             )
 
+    # -- Tools ---------------------------------------------------------------------------
+
+    async def list_user_tools(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(every ClusterTool, every Tool in every namespace): the catalog's first fill."""
+        cluster = await self._call(
+            self._custom.list_cluster_custom_object,
+            group.GROUP,
+            group.VERSION,
+            group.CLUSTERTOOL_PLURAL,
+            _request_timeout=self._timeout,
+        )
+        namespaced = await self._call(
+            self._custom.list_cluster_custom_object,
+            group.GROUP,
+            group.VERSION,
+            group.TOOL_PLURAL,
+            _request_timeout=self._timeout,
+        )
+        return (
+            list(self._plain(cluster).get("items") or []),
+            list(self._plain(namespaced).get("items") or []),
+        )
+
+    async def patch_tool_status(
+        self, namespace: str | None, name: str, status: Mapping[str, Any]
+    ) -> None:
+        """Write a Tool's (namespace given) or ClusterTool's verdict; a vanished one is ignored."""
+        body = {"status": dict(status)}
+        with contextlib.suppress(NotFound):
+            if namespace:
+                await self._call(
+                    self._custom.patch_namespaced_custom_object_status,
+                    group.GROUP,
+                    group.VERSION,
+                    namespace,
+                    group.TOOL_PLURAL,
+                    name,
+                    body,
+                    _request_timeout=self._timeout,
+                )
+            else:
+                await self._call(
+                    self._custom.patch_cluster_custom_object_status,
+                    group.GROUP,
+                    group.VERSION,
+                    group.CLUSTERTOOL_PLURAL,
+                    name,
+                    body,
+                    _request_timeout=self._timeout,
+                )
+
     # -- Approvals -------------------------------------------------------------------------
 
     async def list_approvals(self, namespace: str) -> list[dict[str, Any]]:

@@ -25,6 +25,12 @@ COMPONENT_TOOL_STEP: Final = "tool-step"
 NONROOT_ID: Final = 65532
 EXIT_PERMANENT: Final = 2
 """The tool runtime exits 2 on a permanent error (bad params/contract): no pod retry."""
+ENTRYPOINT_CONTAINER: Final = "sba-entrypoint"
+"""The init container that copies `sba-step` into a user tool's pod."""
+ENTRYPOINT_VOLUME: Final = "sba-bin"
+ENTRYPOINT_DIR: Final = "/sba/bin"
+ENTRYPOINT: Final = f"{ENTRYPOINT_DIR}/sba-step"
+ENTRYPOINT_LIMITS: Final = {"cpu": "100m", "memory": "32Mi", "ephemeral-storage": "32Mi"}
 TRACEPARENT_ENV: Final = "TRACEPARENT"
 """W3C trace context of the operator span that created the Job; sba-tool sends it on."""
 
@@ -104,11 +110,39 @@ def labels_match(labels: Mapping[str, str], run: RunRef, step_id: str, attempt: 
 
 def _resources(spec: ToolSpec, tools: ToolSettings) -> dict[str, dict[str, str]]:
     limits = dict(spec.limits)
-    requests = {key: tools.job.requests.get(key, value) for key, value in limits.items()}
+    wanted = spec.container.requests if spec.container is not None else {}
+    requests = {
+        key: wanted.get(key, tools.job.requests.get(key, value)) for key, value in limits.items()
+    }
     for key, value in tools.job.requests.items():
         requests.setdefault(key, value)
         limits.setdefault(key, value)
     return {"requests": requests, "limits": limits}
+
+
+_RESTRICTED: Final = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "privileged": False,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _entrypoint_init_container(tools: ToolSettings) -> dict[str, Any]:
+    """Copies the static `sba-step` from the tool runtime image into the shared volume
+    (as Argo's executor does): the user's image needs no SDK of ours, any language works."""
+    return {
+        "name": ENTRYPOINT_CONTAINER,
+        "image": tools.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["sba-step", "install", ENTRYPOINT],
+        "resources": {"requests": dict(ENTRYPOINT_LIMITS), "limits": dict(ENTRYPOINT_LIMITS)},
+        "securityContext": copy.deepcopy(_RESTRICTED),
+        "volumeMounts": [{"name": ENTRYPOINT_VOLUME, "mountPath": ENTRYPOINT_DIR}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
 
 
 def build_step_secret(
@@ -180,17 +214,29 @@ def build_job(
         "command": ["sba-tool"],
         "env": env,
         "resources": _resources(spec, tools),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "privileged": False,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": copy.deepcopy(_RESTRICTED),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    volumes: list[dict[str, Any]] = [
+        {"name": "tmp", "emptyDir": {"sizeLimit": tools.job.tmp_size_limit}}
+    ]
+    pod_extra: dict[str, Any] = {}
+    user = spec.container
+    if user is not None:
+        # The user's image and program, started by the platform's entrypoint; the user's
+        # env comes first so the platform's own variables are the ones that count.
+        container["image"] = user.image
+        container["command"] = [ENTRYPOINT, "--", *user.command]
+        container["args"] = list(user.args)
+        container["env"] = [*(copy.deepcopy(dict(e)) for e in user.env), *env]
+        container["volumeMounts"].append(
+            {"name": ENTRYPOINT_VOLUME, "mountPath": ENTRYPOINT_DIR, "readOnly": True}
+        )
+        volumes.append({"name": ENTRYPOINT_VOLUME, "emptyDir": {"sizeLimit": "32Mi"}})
+        pod_extra["initContainers"] = [_entrypoint_init_container(tools)]
+        if user.runtime_class_name:
+            pod_extra["runtimeClassName"] = user.runtime_class_name
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -235,10 +281,9 @@ def build_job(
                         "fsGroup": NONROOT_ID,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
+                    **pod_extra,
                     "containers": [container],
-                    "volumes": [
-                        {"name": "tmp", "emptyDir": {"sizeLimit": tools.job.tmp_size_limit}}
-                    ],
+                    "volumes": volumes,
                 },
             },
         },

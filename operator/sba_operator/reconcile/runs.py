@@ -445,6 +445,10 @@ class _Run:
         for i, planned in enumerate(self.spec.plan or []):
             if (planned.id or f"s{i + 1}") == step.id and planned.retry is not None:
                 return planned.retry
+        # A user tool's author knows whether its failures are worth another try.
+        spec = self.registry.get(step.tool)
+        if spec is not None and spec.container is not None and spec.container.retry is not None:
+            return spec.container.retry
         return self.spec.retry
 
     def step_timeout(self, step: StepStatus) -> int:
@@ -452,6 +456,9 @@ class _Run:
         for i, planned in enumerate(self.spec.plan or []):
             if (planned.id or f"s{i + 1}") == step.id and planned.timeout_seconds is not None:
                 return planned.timeout_seconds
+        spec = self.registry.get(step.tool)
+        if spec is not None and spec.container is not None:
+            return spec.timeout_seconds  # the user tool's own deadline
         return self.tools.job.active_deadline_seconds
 
     # -- the run ----------------------------------------------------------------------------

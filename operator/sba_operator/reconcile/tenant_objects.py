@@ -314,7 +314,11 @@ _READ: Final = ["get", "list", "watch"]
 
 def _viewer_rules() -> list[dict[str, Any]]:
     return [
-        {"apiGroups": [group.GROUP], "resources": ["agentruns", "approvals"], "verbs": _READ},
+        {
+            "apiGroups": [group.GROUP],
+            "resources": ["agentruns", "approvals", "tools"],
+            "verbs": _READ,
+        },
         {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": _READ},
         {"apiGroups": [""], "resources": ["pods", "events"], "verbs": _READ},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": _READ},
@@ -327,6 +331,11 @@ _RUN_WRITE: Final = {
     "verbs": ["create", "delete", "patch"],
 }
 _APPROVE: Final = {"apiGroups": [group.GROUP], "resources": ["approvals"], "verbs": ["create"]}
+_TOOL_WRITE: Final = {
+    "apiGroups": [group.GROUP],
+    "resources": ["tools"],
+    "verbs": ["create", "update", "patch", "delete"],
+}
 
 
 def cluster_role_rules(role: MemberRole) -> list[dict[str, Any]]:
@@ -336,6 +345,8 @@ def cluster_role_rules(role: MemberRole) -> list[dict[str, Any]]:
         rules.append(dict(_RUN_WRITE))
     if role in (MemberRole.APPROVER, MemberRole.TENANT_ADMIN):
         rules.append(dict(_APPROVE))
+    if role is MemberRole.TENANT_ADMIN:
+        rules.append(dict(_TOOL_WRITE))  # the tenant's own tools, in its own namespace
     return rules
 
 

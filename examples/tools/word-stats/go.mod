@@ -1,0 +1,3 @@
+module github.com/sba-agentic/examples/word-stats
+
+go 1.22

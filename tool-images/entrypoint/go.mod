@@ -1,0 +1,3 @@
+module github.com/sba-agentic/sba-step
+
+go 1.22
