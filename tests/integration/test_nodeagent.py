@@ -400,3 +400,87 @@ def test_on_failure_restarts_in_place(api: Kube, namespace: str) -> None:
     assert status["restartCount"] == 1
     assert status["lastState"]["terminated"]["exitCode"] == 4
     assert status["state"]["terminated"]["exitCode"] == 0
+
+
+def _with_init(init_script: str, main_script: str) -> Json:
+    """A pod whose init container and main container share emptyDir `work` at /work
+    (scripts reach it as $WORK: the dev node translates env values and argv paths)."""
+    spec = pod_spec(main_script)
+    mount = [{"name": "work", "mountPath": "/work"}]
+    env = [{"name": "WORK", "value": "/work"}]
+    spec["initContainers"] = [
+        {
+            "name": "prepare",
+            "image": "busybox:1.36",
+            "command": ["sh", "-c", init_script],
+            "env": env,
+            "securityContext": RESTRICTED_CONTAINER_SECURITY,
+            "volumeMounts": mount,
+        }
+    ]
+    spec["containers"][0]["volumeMounts"] = mount
+    spec["containers"][0]["env"] = env
+    spec["volumes"] = [{"name": "work", "emptyDir": {}}]
+    return spec
+
+
+def test_init_containers_run_first_and_share_emptydirs(api: Kube, namespace: str) -> None:
+    # The main container runs a program the init container put into the shared volume,
+    # by its container path (as a tool pod runs the copied entrypoint).
+    spec = _with_init(
+        """printf '#!/bin/sh\\necho from-init > "$SBA_TERMINATION_LOG"\\n' > "$WORK/hello"
+        chmod +x "$WORK/hello" """,
+        "",
+    )
+    spec["containers"][0]["command"] = ["/work/hello"]
+    name = create_pod(api, namespace, spec)
+    pod = wait_for(
+        lambda: (
+            (p := get_pod(api, namespace, name))
+            and p["status"].get("phase") in ("Succeeded", "Failed")
+            and p
+        ),
+        what="the pod to finish",
+    )
+    assert pod["status"]["phase"] == "Succeeded", pod["status"]
+    (init,) = pod["status"]["initContainerStatuses"]
+    assert init["name"] == "prepare"
+    assert init["state"]["terminated"]["reason"] == "Completed"
+    assert init["ready"] is True
+    assert terminated(pod)["message"].strip() == "from-init"
+    conditions = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
+    assert conditions["Initialized"] == "True"
+
+
+def test_a_failing_init_container_fails_the_pod_before_the_main_one(
+    api: Kube, namespace: str
+) -> None:
+    spec = _with_init("echo nope >&2; exit 3", 'touch "$WORK/main-ran"')
+    name = create_pod(api, namespace, spec)
+    pod = wait_for(
+        lambda: (p := get_pod(api, namespace, name)) and p["status"].get("phase") == "Failed" and p,
+        what="the pod to fail",
+    )
+    (init,) = pod["status"]["initContainerStatuses"]
+    assert init["state"]["terminated"]["exitCode"] == 3
+    main = pod["status"]["containerStatuses"][0]
+    assert main["state"] == {"waiting": {"reason": "PodInitializing"}}
+    conditions = {c["type"]: c for c in pod["status"]["conditions"]}
+    assert conditions["Initialized"]["status"] == "False"
+
+
+def test_a_job_with_an_init_container_completes(api: Kube, namespace: str) -> None:
+    name = f"job-{uuid.uuid4().hex[:6]}"
+    spec = _with_init('echo ready > "$WORK/flag"', 'test "$(cat "$WORK/flag")" = ready')
+    api.request(
+        "POST",
+        f"/apis/batch/v1/namespaces/{namespace}/jobs",
+        body={
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name},
+            "spec": {"backoffLimit": 0, "template": {"spec": spec}},
+        },
+    )
+    cond = wait_for(lambda: job_condition(api, namespace, name), what="the Job to finish")
+    assert cond["type"] == "Complete", cond

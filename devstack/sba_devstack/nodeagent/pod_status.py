@@ -141,15 +141,28 @@ def _conditions(
     ready: bool,
     not_ready_reason: str = "",
     not_ready_message: str = "",
+    initializing: str | None = None,
 ) -> list[Json]:
+    """`initializing`: the init container the pod waits for (Initialized False)."""
     at = k8s_time(now)
     reason = "" if ready else not_ready_reason
     message = "" if ready else not_ready_message
+    initialized = (
+        _condition("Initialized", True, at)
+        if initializing is None
+        else _condition(
+            "Initialized",
+            False,
+            at,
+            "ContainersNotInitialized",
+            f"containers with incomplete status: [{initializing}]",
+        )
+    )
     return merge_conditions(
         existing,
         [
             _condition("PodReadyToStartContainers", sandbox, at),
-            _condition("Initialized", True, at),
+            initialized,
             _condition("Ready", ready, at, reason, message),
             _condition("ContainersReady", ready, at, reason, message),
             _condition("PodScheduled", True, at),
@@ -273,6 +286,96 @@ def waiting_status(
     return status
 
 
+def init_status(info: ContainerInfo, state: Json) -> Json:
+    """One entry of initContainerStatuses (ready once it completed)."""
+    terminated = state.get("terminated") or {}
+    done = terminated.get("exitCode") == 0
+    return _container_status(info, state, ready=done, started="running" in state)
+
+
+def _initializing(
+    init_statuses: Sequence[Json],
+    main_name: str,
+    main_image: str,
+    *,
+    phase: str,
+    waiting_for: str,
+    start_time: datetime.datetime,
+    now: datetime.datetime,
+    existing_conditions: Sequence[Mapping[str, Any]],
+) -> Json:
+    conditions = _conditions(
+        existing_conditions,
+        now,
+        sandbox=phase == "Pending",
+        ready=False,
+        not_ready_reason="ContainersNotReady",
+        not_ready_message=f"containers with unready status: [{main_name}]",
+        initializing=waiting_for,
+    )
+    status = _base(start_time, phase, conditions)
+    status["initContainerStatuses"] = list(init_statuses)
+    status["containerStatuses"] = [
+        {
+            "name": main_name,
+            "state": {"waiting": {"reason": "PodInitializing"}},
+            "lastState": {},
+            "ready": False,
+            "restartCount": 0,
+            "image": main_image,
+            "imageID": "",
+            "started": False,
+        }
+    ]
+    return status
+
+
+def initializing_status(
+    init_statuses: Sequence[Json],
+    main_name: str,
+    main_image: str,
+    *,
+    waiting_for: str,
+    start_time: datetime.datetime,
+    now: datetime.datetime,
+    existing_conditions: Sequence[Mapping[str, Any]] = (),
+) -> Json:
+    """Phase Pending while init container `waiting_for` runs; the main one waits."""
+    return _initializing(
+        init_statuses,
+        main_name,
+        main_image,
+        phase="Pending",
+        waiting_for=waiting_for,
+        start_time=start_time,
+        now=now,
+        existing_conditions=existing_conditions,
+    )
+
+
+def init_failed_status(
+    init_statuses: Sequence[Json],
+    main_name: str,
+    main_image: str,
+    *,
+    waiting_for: str,
+    start_time: datetime.datetime,
+    now: datetime.datetime,
+    existing_conditions: Sequence[Mapping[str, Any]] = (),
+) -> Json:
+    """Phase Failed: init container `waiting_for` failed; the main one never started."""
+    return _initializing(
+        init_statuses,
+        main_name,
+        main_image,
+        phase="Failed",
+        waiting_for=waiting_for,
+        start_time=start_time,
+        now=now,
+        existing_conditions=existing_conditions,
+    )
+
+
 def status_patch(status: Mapping[str, Any]) -> Json:
     """A strategic-merge patch that makes the stored status equal `status`.
 
@@ -283,17 +386,19 @@ def status_patch(status: Mapping[str, Any]) -> Json:
     patch: Json = dict(status)
     for key in ("reason", "message"):
         patch.setdefault(key, None)
-    statuses = []
-    for cs in status.get("containerStatuses", []):
-        cs = dict(cs)
-        for field in ("state", "lastState"):
-            state = dict(cs.get(field) or {})
-            for key in _STATE_KEYS:
-                state.setdefault(key, None)
-            cs[field] = state
-        statuses.append(cs)
-    if "containerStatuses" in status:
-        patch["containerStatuses"] = statuses
+    for list_key in ("containerStatuses", "initContainerStatuses"):
+        if list_key not in status:
+            continue
+        statuses = []
+        for cs in status[list_key]:
+            cs = dict(cs)
+            for field in ("state", "lastState"):
+                state = dict(cs.get(field) or {})
+                for key in _STATE_KEYS:
+                    state.setdefault(key, None)
+                cs[field] = state
+            statuses.append(cs)
+        patch[list_key] = statuses
     return patch
 
 

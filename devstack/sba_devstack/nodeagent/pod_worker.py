@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +27,17 @@ from sba_devstack.nodeagent.images import ImageEntry, resolve_image
 from sba_devstack.nodeagent.kube import API_ERRORS, STRATEGIC_MERGE, Json, Kube, KubeError
 from sba_devstack.nodeagent.limits import derive_rlimits, memory_limit_bytes
 from sba_devstack.nodeagent.logs import log
+from sba_devstack.nodeagent.mounts import mount_table, translate
 from sba_devstack.nodeagent.pod_status import (
     DEADLINE_MESSAGE,
     ContainerInfo,
     Termination,
     container_reason,
     exit_code_of,
+    init_failed_status,
+    init_status,
+    initializing_status,
+    k8s_time,
     running_status,
     signal_of,
     status_patch,
@@ -91,6 +96,8 @@ class PodWorker:
         self._deleting = threading.Event()
         self._gone = threading.Event()
         self._pgid: int | None = None
+        self._init_statuses: list[Json] = []
+        """initContainerStatuses so far: every later status report carries them."""
         self._start_time = _parse_time(pod.get("status", {}).get("startTime")) or _now()
         self.thread = threading.Thread(
             target=self._main, name=f"pod-{self.namespace}/{self.name}", daemon=True
@@ -149,6 +156,8 @@ class PodWorker:
 
     def _patch_status(self, status: Json) -> None:
         path = f"/api/v1/namespaces/{self.namespace}/pods/{self.name}/status"
+        if self._init_statuses and "initContainerStatuses" not in status:
+            status = {**status, "initContainerStatuses": list(self._init_statuses)}
         body = {"metadata": {"uid": self.uid}, "status": status_patch(status)}
         for attempt in range(STATUS_RETRIES):
             try:
@@ -225,38 +234,53 @@ class PodWorker:
         if self._deleting.is_set():
             return
         containers = spec.get("containers") or []
-        if len(containers) != 1 or spec.get("initContainers"):
+        if len(containers) != 1:
             name = containers[0]["name"] if containers else "main"
             image = containers[0].get("image", "") if containers else ""
             self._report_waiting(
                 name,
                 image,
                 "CreateContainerConfigError",
-                "the sba node agent runs single-container pods without init containers",
+                "the sba node agent runs pods with one container (and any init containers)",
                 phase="Failed",
             )
             return
         container: Json = containers[0]
+        inits: list[tuple[Json, ImageEntry]] = []
+        for init in spec.get("initContainers") or []:
+            init_entry = self._resolve(pod, init, report_as=container)
+            if init_entry is None:
+                return
+            inits.append((init, init_entry))
+        entry = self._resolve(pod, container, report_as=container)
+        if entry is None:
+            return
+        self._run_container(spec, container, entry, inits)
+
+    def _resolve(self, pod: Json, container: Json, report_as: Json) -> ImageEntry | None:
+        """The node's entry for `container`'s image; None (pod failed) when it has none."""
         image = str(container.get("image", ""))
         entry = resolve_image(image, self._ctx.settings.image_map)
-        if entry is None:
-            known = ", ".join(sorted(self._ctx.settings.image_map))
-            message = (
-                f'Failed to pull image "{image}": not available on node '
-                f"{self._ctx.settings.node_name} (SBA_NODE_IMAGE_MAP knows: {known})"
-            )
-            self._report_waiting(container["name"], image, "ErrImagePull", message, "Failed")
-            events.record(
-                self._ctx.kube,
-                pod,
-                container["name"],
-                self._ctx.settings.node_name,
-                "Failed",
-                message,
-                "Warning",
-            )
-            return
-        self._run_container(spec, container, entry)
+        if entry is not None:
+            return entry
+        known = ", ".join(sorted(self._ctx.settings.image_map))
+        message = (
+            f'Failed to pull image "{image}": not available on node '
+            f"{self._ctx.settings.node_name} (SBA_NODE_IMAGE_MAP knows: {known})"
+        )
+        self._report_waiting(
+            report_as["name"], str(report_as.get("image", "")), "ErrImagePull", message, "Failed"
+        )
+        events.record(
+            self._ctx.kube,
+            pod,
+            container["name"],
+            self._ctx.settings.node_name,
+            "Failed",
+            message,
+            "Warning",
+        )
+        return None
 
     def _report_lost(self, spec: Mapping[str, Any]) -> None:
         """A pod that was running before this agent started: its process is unknown."""
@@ -346,17 +370,24 @@ class PodWorker:
             return decode_secret(data)
         return data
 
-    def _working_dir(self, container: Mapping[str, Any], scratch: Path) -> str:
+    def _mounts(
+        self, spec: Mapping[str, Any], container: Mapping[str, Any], scratch: Path
+    ) -> list[tuple[str, Path]]:
+        volumes = {
+            str(v["name"]): scratch / "volumes" / str(v["name"])
+            for v in spec.get("volumes") or []
+            if "emptyDir" in v
+        }
+        return mount_table(container.get("volumeMounts") or [], volumes)
+
+    def _working_dir(
+        self, container: Mapping[str, Any], mounts: list[tuple[str, Path]], scratch: Path
+    ) -> str:
         wanted = str(container.get("workingDir") or "")
         if not wanted:
             return str(scratch / "home")
-        for mount in container.get("volumeMounts") or []:
-            mount_path = str(mount.get("mountPath", "")).rstrip("/")
-            if mount_path and (wanted == mount_path or wanted.startswith(mount_path + "/")):
-                volume_dir = scratch / "volumes" / mount["name"]
-                if volume_dir.is_dir():
-                    return str(volume_dir) + wanted[len(mount_path) :]
-        return wanted if Path(wanted).is_dir() else str(scratch / "home")
+        translated = translate(wanted, mounts)
+        return translated if Path(translated).is_dir() else str(scratch / "home")
 
     def _build_spec(
         self,
@@ -374,9 +405,12 @@ class PodWorker:
             "TMPDIR": str(scratch / "tmp"),
             "SBA_TERMINATION_LOG": str(scratch / "termination-log"),
         }
+        mounts = self._mounts(spec, container, scratch)
         env = build_env(self.pod, container, self._lookup, base)
+        env = {key: translate(value, mounts) for key, value in env.items()}
         argv = [expand(a, env) for a in container.get("command") or entry.entrypoint]
         argv += [expand(a, env) for a in container.get("args") or []]
+        argv = [translate(a, mounts) for a in argv]
         if not argv:
             raise FileNotFoundError("no command given and the image has no entrypoint")
         executable = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env["PATH"])
@@ -398,7 +432,7 @@ class PodWorker:
             executable=executable,
             argv=argv,
             env=env,
-            cwd=self._working_dir(container, scratch),
+            cwd=self._working_dir(container, mounts, scratch),
             identity=identity,
             rlimits=rlimits,
             log_path=log_dir / f"{container['name']}-{attempt}.log",
@@ -407,15 +441,25 @@ class PodWorker:
             masks=sandbox.masks_for(needed, identity),
         )
 
-    def _run_container(self, spec: Mapping[str, Any], container: Json, entry: ImageEntry) -> None:
-        pod_security = spec.get("securityContext") or {}
-        identity = sandbox.resolve_identity(
-            pod_security,
+    def _identity(self, spec: Mapping[str, Any], container: Mapping[str, Any]) -> sandbox.Identity:
+        return sandbox.resolve_identity(
+            spec.get("securityContext") or {},
             container.get("securityContext") or {},
             self._ctx.settings.sandbox_user,
             self._ctx.agent_is_root,
         )
+
+    def _run_container(
+        self,
+        spec: Mapping[str, Any],
+        container: Json,
+        entry: ImageEntry,
+        inits: Sequence[tuple[Json, ImageEntry]] = (),
+    ) -> None:
+        identity = self._identity(spec, container)
         scratch = self._prepare_scratch(spec, identity)
+        if inits and not self._run_inits(spec, container, inits, scratch):
+            return
         policy = spec.get("restartPolicy", "Always")
         restart_count = 0
         last: Termination | None = None
@@ -499,6 +543,87 @@ class PodWorker:
             )
             self._finish(info, termination, phase, outcome.killed_for)
             return
+
+    def _run_inits(
+        self,
+        spec: Mapping[str, Any],
+        main: Mapping[str, Any],
+        inits: Sequence[tuple[Json, ImageEntry]],
+        scratch: Path,
+    ) -> bool:
+        """Run each init container to completion, in order; False when the pod ends here.
+
+        A failed init container fails the pod (the restartPolicy Never of tool Jobs; the
+        kubelet would restart it under OnFailure/Always, which no pod here asks for).
+        """
+        main_name, main_image = str(main["name"]), str(main.get("image", ""))
+        node = self._ctx.settings.node_name
+        for init, entry in inits:
+            name, image = str(init["name"]), str(init.get("image", ""))
+            container_id = f"sba://{uuid.uuid4().hex}"
+            info = ContainerInfo(name, image, entry.image_id(), container_id)
+            try:
+                launch = self._build_spec(spec, init, entry, self._identity(spec, init), scratch, 0)
+            except (EnvError, FileNotFoundError) as err:
+                now = _now()
+                failed = Termination(128, "StartError", str(err), now, now)
+                self._init_statuses.append(init_status(info, failed.state(container_id)))
+                self._report_init_failed(main_name, main_image, name, failed)
+                return False
+            started_at = _now()
+            proc = sandbox.spawn(launch)
+            self._pgid = proc.pid
+            self._log("pod.init_running", container=name, pid=proc.pid, argv=launch.argv)
+            running = init_status(info, {"running": {"startedAt": k8s_time(started_at)}})
+            self._patch_status(
+                initializing_status(
+                    [*self._init_statuses, running],
+                    main_name,
+                    main_image,
+                    waiting_for=name,
+                    start_time=self._start_time,
+                    now=started_at,
+                    existing_conditions=self._conditions(),
+                )
+            )
+            events.record(
+                self._ctx.kube, self.pod, name, node, "Started", f"Started container {name}"
+            )
+            outcome = self._supervise(proc, spec, init)
+            sandbox.kill_group(proc.pid, signal.SIGKILL)
+            self._pgid = None
+            if outcome.killed_for in ("gone", "stop"):
+                self._log("pod.killed", reason=outcome.killed_for)
+                return False
+            termination = self._termination(outcome, init, launch, scratch, started_at)
+            self._init_statuses.append(init_status(info, termination.state(container_id)))
+            if termination.exit_code != 0 or outcome.killed_for is not None:
+                self._report_init_failed(main_name, main_image, name, termination)
+                return False
+            self._log("pod.init_completed", container=name)
+        return True
+
+    def _report_init_failed(
+        self, main_name: str, main_image: str, name: str, termination: Termination
+    ) -> None:
+        self._patch_status(
+            init_failed_status(
+                self._init_statuses,
+                main_name,
+                main_image,
+                waiting_for=name,
+                start_time=self._start_time,
+                now=_now(),
+                existing_conditions=self._conditions(),
+            )
+        )
+        self._log(
+            "pod.failed",
+            initContainer=name,
+            exitCode=termination.exit_code,
+            reason=termination.reason,
+            message=termination.message[:200],
+        )
 
     def _finish(
         self, info: ContainerInfo, termination: Termination, phase: str, killed_for: str | None
