@@ -24,7 +24,7 @@ from sba_api.metrics import Metrics
 from sba_api.middleware import add_request_id_header, api_middleware
 from sba_api.openapi import build_openapi
 from sba_api.ratelimit import RateLimiter, RequestLimits, StreamSlots, TenantQuotaCache
-from sba_api.routes import ROUTES, add_routes
+from sba_api.routes import ROUTES, TAGS, add_routes
 from sba_api.services.agui import AguiService
 from sba_api.services.artifacts import ArtifactService
 from sba_api.services.audit import AuditService
@@ -38,6 +38,7 @@ from sba_api.services.plans import PlanService
 from sba_api.services.run_actions import RunActionService
 from sba_api.services.runs import RunService
 from sba_api.services.step_config import StepConfigSource
+from sba_api.services.step_progress import StepProgressService
 from sba_api.services.stream_tokens import StreamTokenService
 from sba_api.services.system import SystemService
 from sba_api.services.tasks import TaskService
@@ -166,6 +167,7 @@ async def _build_services(
         knowledge=knowledge,
         gateway=gateway,
         models=models,
+        progress=StepProgressService(gateway, EventRepository(pool), redis),
         plans=PlanService(kube, tools),
         system=SystemService(pool, redis, tools, kube.get_tenant),
         tenants=TenantService(kube, UsageRepository(pool), audit),
@@ -243,7 +245,7 @@ def create_app(
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[TELEMETRY] = telemetry or Telemetry(settings.telemetry)
-    app[OPENAPI] = build_openapi(ROUTES, title=API_TITLE, version=API_VERSION)
+    app[OPENAPI] = build_openapi(ROUTES, title=API_TITLE, version=API_VERSION, tags=TAGS)
     add_routes(app)
     app[ROUTE_SPECS] = {route.operation_id: route for route in ROUTES}
     app[AUTHENTICATOR] = Authenticator(settings.auth)

@@ -20,6 +20,7 @@ from sba_api.services.model_gateway import ModelGatewayService
 from sba_api.services.plans import PlanService
 from sba_api.services.run_actions import RunActionService
 from sba_api.services.runs import RunService
+from sba_api.services.step_progress import StepProgressService
 from sba_api.services.stream_tokens import StreamTokenService
 from sba_api.services.system import SystemService
 from sba_api.services.tasks import TaskService
@@ -53,6 +54,7 @@ class Services:
     plans: PlanService | None = None
     """POST /api/v1/plan (None: answered 503)."""
     models: ModelGatewayService | None = None
+    progress: StepProgressService | None = None
     """llm.generate's model calls behind /internal/v1/model/generate (None: answered 503)."""
 
 

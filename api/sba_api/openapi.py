@@ -159,8 +159,14 @@ def _parameters(route: RouteSpec, query_schema: Mapping[str, Any] | None) -> lis
 
 
 def build_openapi(
-    routes: Sequence[RouteSpec], *, title: str, version: str, server_url: str | None = None
+    routes: Sequence[RouteSpec],
+    *,
+    title: str,
+    version: str,
+    server_url: str | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """`tags`: tag name -> description (e.g. a protocol's overview), listed in order."""
     keyed, top = models_json_schema(_models(routes), ref_template=REF_TEMPLATE)
     components: dict[str, Any] = dict(top.get("$defs", {}))
     mode_by_location: dict[str, JsonSchemaMode] = {
@@ -275,6 +281,8 @@ def build_openapi(
             },
         },
     }
+    if tags:
+        document["tags"] = [{"name": n, "description": d} for n, d in tags.items()]
     if server_url:
         document["servers"] = [{"url": server_url}]
     return document

@@ -46,6 +46,8 @@ from sba_api.schemas import (
     RunRequest,
     RunView,
     StepInput,
+    StepProgressIn,
+    StepProgressRecorded,
     StepResultIn,
     StepResultRecorded,
     StreamToken,
@@ -70,6 +72,27 @@ from sba_core.tools.contracts import (
 
 API = "/api/v1"
 INTERNAL = "/internal/v1"
+
+GATEWAY_PROTOCOL = """The tool gateway: what a tool step's pod may call, with the step token \
+(`Authorization: Bearer $SBA_STEP_TOKEN`, one attempt of one step, for that step only). \
+The pod finds the gateway at `$SBA_GATEWAY_URL`.
+
+**User tools** (a `Tool` or `ClusterTool`) need none of this: their program reads its \
+params as one JSON object on stdin and writes its result as one JSON object on stdout; \
+the platform's entrypoint `sba-step` (copied into the pod by an init container) fetches \
+the step (`GET /internal/v1/step`), runs the program and posts its outcome \
+(`POST /internal/v1/step/result`), checked against the tool's `result` JSON Schema. Exit \
+code 0 is success, 2 a permanent failure (stderr's tail is the error), anything else a \
+transient one (retried per the tool's `retry`). `SBA_IDEMPOTENCY_KEY` (the same for every \
+attempt of the step) is in the program's environment for side effects.
+
+Tools that want more call the gateway themselves, with the same token: \
+`POST /internal/v1/step/progress` (progress shown live to clients), \
+`POST /internal/v1/artifacts` (a stored artifact; the tool needs the `write:artifacts` \
+scope), and `POST /internal/v1/model/generate` (an `llm.generate` step's model call, \
+streamed to clients as `token` events). Provider credentials never reach a tool pod."""
+
+TAGS = {"gateway": GATEWAY_PROTOCOL}
 JSON_BODY_ERRORS = (400, 413, 415)
 UUID_FORMAT = {"run_id": "uuid", "artifact_id": "uuid"}
 
@@ -475,6 +498,21 @@ ROUTES: tuple[RouteSpec, ...] = (
         "gateway",
         responses={200: LlmGenerateResult},
         errors=(401, 403, 404, 422, 503),
+        step_token=True,
+    ),
+    RouteSpec(
+        "POST",
+        f"{INTERNAL}/step/progress",
+        gateway.post_step_progress,
+        "gatewayPostStepProgress",
+        "Report the calling step attempt's progress (a message and an optional percent):"
+        " clients see it at once as a `step_progress` event and in the AG-UI state. Number"
+        " the reports with `seq` from 0; a repeated `seq` is stored once. 409 once the"
+        " attempt has an outcome.",
+        "gateway",
+        request=StepProgressIn,
+        responses={200: StepProgressRecorded},
+        errors=(*JSON_BODY_ERRORS, 401, 403, 404, 409, 503),
         step_token=True,
     ),
     RouteSpec(

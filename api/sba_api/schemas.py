@@ -356,6 +356,24 @@ class StepInput(WireModel):
     config: StepConfig = Field(default_factory=StepConfig)
 
 
+MAX_PROGRESS_REPORTS = 1000
+
+
+class StepProgressIn(WireModel):
+    """A running step's progress, shown live to the run's clients (SSE `step_progress`,
+    AG-UI state). `seq` numbers the attempt's reports: a repeated post of the same `seq`
+    (a retry after a lost answer) is stored once."""
+
+    seq: int = Field(ge=0, le=MAX_PROGRESS_REPORTS)
+    message: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    percent: float | None = Field(default=None, ge=0, le=100)
+
+
+class StepProgressRecorded(WireModel):
+    seq: int
+    stored: bool = Field(description="False: this seq was already stored (a replay).")
+
+
 class StepResultIn(WireModel):
     success: bool
     result: dict[str, Any] | None = None

@@ -203,6 +203,7 @@ class _Step:
     phase: str = "pending"
     attempt: int = 0
     summary: str | None = None
+    progress: dict[str, Any] | None = None
 
     def state(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -213,6 +214,8 @@ class _Step:
         }
         if self.summary is not None:
             out["summary"] = self.summary
+        if self.progress is not None:
+            out["progress"] = self.progress
         return out
 
 
@@ -385,6 +388,14 @@ class AguiEncoder:
             self._open_steps.add(step.id)
             out.append({"type": STEP_STARTED, "stepName": step.id})
         self._open_call(step, out)
+
+    def _on_step_progress(self, body: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        # Shown through the state (a STATE_DELTA follows): the latest report of the step.
+        step = self._step(body)
+        progress: dict[str, Any] = {"message": str(body.get("message") or "")}
+        if isinstance(body.get("percent"), int | float):
+            progress["percent"] = body["percent"]
+        step.progress = progress
 
     def _on_rate_limited(self, body: dict[str, Any], out: list[dict[str, Any]]) -> None:
         self._step(body)

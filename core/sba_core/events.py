@@ -40,6 +40,9 @@ class EventType(StrEnum):
     EXPIRED = "expired"
     AWAITING_INPUT = "awaiting_input"
     INPUT_RECEIVED = "input_received"
+    STEP_PROGRESS = "step_progress"
+    """A running step's own progress report (`{stepId, attempt, seq, message, percent}`),
+    posted by its tool through the gateway."""
     TOKEN = "token"
     """Streamed model output: `{stepId, attempt, offset, text}`, batched (at most ~50 ms per
     batch); `offset` is the character offset of `text` in the step's answer, so a reader can

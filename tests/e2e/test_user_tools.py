@@ -6,6 +6,7 @@ Secret applying to them exactly as to builtins."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -13,9 +14,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
+from tests.e2e.sse_client import collect
 from tests.fixtures.stack import Stack, apply_tenant, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -150,6 +153,15 @@ def _finished(stack: Stack, run_id: str, headers: dict[str, str], timeout: float
     return wait_for(done, timeout=timeout, what=f"run {run_id} to finish")
 
 
+async def _events_of(
+    stack: Stack, run_id: str, headers: dict[str, str], kind: str
+) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession(headers=headers) as session:
+        status, events = await collect(session, f"{stack.api_url}/api/v1/runs/{run_id}/events")
+    assert status == 200
+    return [e.json["payload"] for e in events if e.event == kind]
+
+
 def test_the_catalog_shows_each_tenant_its_own_tools(
     stack: Stack, tools_tenant: str, kubectl: Callable[..., Any]
 ) -> None:
@@ -256,6 +268,10 @@ def test_a_side_effect_tool_waits_for_approval_retries_and_posts_once(
     assert all(r["auth"] == "Bearer s3cret-hook-token" for r in receiver.requests)
     assert [r["body"]["text"] for r in receiver.requests] == ["Refund policy ready"] * 2
     assert receiver.requests[-1]["body"]["runId"] == created["id"]
+    # The tool reported progress through the gateway: clients saw it as an event.
+    progress = asyncio.run(_events_of(stack, created["id"], headers, "step_progress"))
+    assert [p["message"] for p in progress] == ["posting to #general"] * 2
+    assert {p["attempt"] for p in progress} == {1, 2}
     # The audit log has the approval of the user tool's side effect.
     status, audit = stack.get(
         f"/api/v1/audit?tenant={TENANT}", headers=stack.auth(tenant=TENANT, roles=("tenant-admin",))

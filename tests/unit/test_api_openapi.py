@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from sba_api.app import create_app
 from sba_api.openapi import build_openapi
-from sba_api.routes import ROUTES
+from sba_api.routes import ROUTES, TAGS
 from sba_api.settings import Settings
 
 
@@ -114,3 +114,13 @@ def test_bearer_routes_declare_security_permission_and_auth_errors() -> None:
     assert {"streamToken": []} in events["security"]
     assert by_op["createRun"]["x-permission"] == "runs:create"
     assert by_op["createTenant"]["x-permission"] == "tenants:admin"
+
+
+def test_the_gateway_protocol_for_user_tools_is_documented() -> None:
+    doc = build_openapi(ROUTES, title="t", version="1", tags=TAGS)
+    (gateway,) = [t for t in doc["tags"] if t["name"] == "gateway"]
+    assert "stdin" in gateway["description"]
+    assert "/internal/v1/step/progress" in gateway["description"]
+    progress = doc["paths"]["/internal/v1/step/progress"]["post"]
+    assert progress["tags"] == ["gateway"]
+    assert {"200", "409"} <= set(progress["responses"])

@@ -9,7 +9,7 @@ from aiohttp import web
 from sba_api.context import current_request_id, note_request
 from sba_api.errors import BadRequest, ErrorItem, ServiceUnavailable
 from sba_api.handlers._common import json_response, read_body, read_json, services, settings
-from sba_api.schemas import StepResultIn
+from sba_api.schemas import StepProgressIn, StepResultIn
 from sba_core.step_token import StepClaims
 from sba_core.tools.contracts import KnowledgeSearchParams
 
@@ -64,6 +64,15 @@ async def generate(request: web.Request) -> web.Response:
     if models is None:
         raise ServiceUnavailable("the model gateway is not configured")
     return json_response(await models.generate(claims))
+
+
+async def post_step_progress(request: web.Request) -> web.Response:
+    claims = _claims(request)
+    body = await read_json(request, StepProgressIn)
+    service = services(request).progress
+    if service is None:
+        raise ServiceUnavailable("progress reports are not available in this API process")
+    return json_response(await service.report(claims, body))
 
 
 async def post_step_result(request: web.Request) -> web.Response:
