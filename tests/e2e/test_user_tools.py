@@ -334,3 +334,38 @@ def test_kubectl_apply_refuses_unknown_tools_broken_params_and_broken_tools(
         assert "denied the request" in applied.stderr, applied.stderr
     # Nothing was created.
     assert kubectl("get", "agentrun", "refused-run", "-n", f"tenant-{TENANT}").returncode != 0
+
+
+def test_the_tenants_tool_call_quota_applies_to_user_tools(
+    stack: Stack, tools_tenant: str, kubectl: Callable[..., Any]
+) -> None:
+    tenant = "e2e-tools-quota"
+    apply_tenant(kubectl, tenant, {"displayName": "Quota", "quotas": {"toolCallsPerMinute": 1}})
+    headers = stack.auth(tenant=tenant)
+    status, created = stack.post(
+        "/api/v1/runs",
+        {
+            "tenant": tenant,
+            "prompt": "two user-tool calls",
+            "plan": [
+                {"id": "one", "tool": "word-stats", "params": {"text": "one two"}},
+                {"id": "two", "tool": "word-stats", "params": {"text": "three"}},
+            ],
+        },
+        headers=headers,
+    )
+    assert status == 201, created
+
+    def limited() -> dict[str, Any] | None:
+        status, run = stack.get(f"/api/v1/runs/{created['id']}", headers=headers)
+        steps = run.get("steps") or [] if status == 200 else []
+        if len(steps) == 2 and steps[0]["phase"] == "succeeded" and steps[1]["nextAttemptAt"]:
+            return run
+        return None
+
+    run = wait_for(limited, timeout=90, what="the second call to wait for the quota")
+    assert run["steps"][1]["phase"] == "pending"
+    status, _ = stack.post(
+        f"/api/v1/runs/{created['id']}/cancel", {"reason": "quota shown"}, headers=headers
+    )
+    assert status in (200, 202)
