@@ -20,6 +20,8 @@ from sba_core.tools.names import ToolName
 from sba_core.tools.registry import ToolRegistry
 
 _WORD: Final = re.compile(r"[\w.]+", re.UNICODE)
+_NAME: Final = re.compile(r"[\w.-]+", re.UNICODE)
+"""A tool's name as a prompt may spell it: `invoice.check`, `word-stats`."""
 
 _SYNC_WORDS: Final = frozenset(
     "sync synchronize synchronise synchronization synchronisation resync"
@@ -95,9 +97,10 @@ def task_create(prompt: str, locale: str) -> list[IntentStep]:
 def named_tools(prompt: str, registry: ToolRegistry) -> list[IntentStep]:
     """Registered tools the prompt names outright (`invoice.check`) that need no params."""
     found: list[IntentStep] = []
-    words = _words(prompt)
+    words = {w.lower().strip(".-") for w in _NAME.findall(prompt)}
     for name, spec in sorted(registry.items()):
-        if "." not in name or name not in words or not spec.runs_job:
+        # Only distinctive names (`invoice.check`, `word-stats`): a plain word is prose.
+        if not ("." in name or "-" in name) or name not in words or not spec.runs_job:
             continue
         if name in (ToolName.CRM_SYNC, ToolName.TASK_CREATE, ToolName.KNOWLEDGE_SEARCH):
             continue  # planned from what the prompt says, above
@@ -105,7 +108,7 @@ def named_tools(prompt: str, registry: ToolRegistry) -> list[IntentStep]:
             spec.validate_params({})
         except ValueError:
             continue  # its params cannot be guessed
-        found.append(IntentStep(name.replace(".", "-"), name, {}))
+        found.append(IntentStep(name.replace(".", "-")[:40], name, {}))
     return found
 
 

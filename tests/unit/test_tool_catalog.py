@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from sba_core.intents import actions
 from sba_core.tools.catalog import (
     ToolCatalog,
     ToolDefinitionError,
@@ -199,3 +200,15 @@ def test_the_webhook_refuses_what_the_reconcile_would_fail() -> None:
     assert "cannot be used" in unusable
     assert tool_refusal("Tool", _obj("Tool", "x", _spec(params={"type": 3}), ns))
     assert tool_refusal("ClusterTool", _obj("ClusterTool", "x", _spec())) is None
+
+
+def test_the_builtin_planner_picks_user_tools_a_prompt_names() -> None:
+    catalog = ToolCatalog(builtin_registry())
+    free = _spec(params={"type": "object", "properties": {"top": {"type": "integer"}}})
+    catalog.put(definition_of("ClusterTool", _obj("ClusterTool", "ticket-count", free)))
+    catalog.put(definition_of("ClusterTool", _obj("ClusterTool", "word-stats", _spec())))
+    registry = catalog.registry_for("tenant-acme")
+    steps = actions("Please run ticket-count and word-stats now.", registry, "en")
+    # ticket-count needs nothing; word-stats needs a text the planner must not guess.
+    assert [(s.id, s.tool) for s in steps] == [("ticket-count", "ticket-count")]
+    assert actions("count the tickets", registry, "en") == []

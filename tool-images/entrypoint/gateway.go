@@ -13,12 +13,25 @@ import (
 
 // gatewayError is a failed gateway call; retryable when another try may succeed.
 type gatewayError struct {
-	status    int
-	message   string
+	status    int    // 0: no HTTP answer (connection error, malformed answer)
+	code      string // the API's error code, when it sent one
+	detail    string // the API's error message (or the start of the body)
+	message   string // the whole story, for logs and termination messages
 	retryable bool
 }
 
 func (e *gatewayError) Error() string { return e.message }
+
+// reason is "<code>: <message>" when the API explained itself, else "HTTP <status>: …".
+func (e *gatewayError) reason() string {
+	switch {
+	case e.code != "":
+		return e.code + ": " + e.detail
+	case e.status != 0:
+		return fmt.Sprintf("HTTP %d: %s", e.status, e.detail)
+	}
+	return e.message
+}
 
 type gateway struct {
 	baseURL     string
@@ -26,7 +39,11 @@ type gateway struct {
 	traceparent string
 	client      *http.Client
 	delays      []time.Duration
+	sleep       func(time.Duration)
+	log         *jsonLog
 }
+
+var defaultDelays = []time.Duration{200 * time.Millisecond, 600 * time.Millisecond, 1800 * time.Millisecond}
 
 func newGateway(baseURL, token, traceparent string) *gateway {
 	return &gateway{
@@ -35,31 +52,36 @@ func newGateway(baseURL, token, traceparent string) *gateway {
 		traceparent: traceparent,
 		client: &http.Client{
 			Timeout: 30 * time.Second,
+			// No proxy from the environment: the gateway is in-cluster or local.
+			Transport: &http.Transport{Proxy: nil, MaxIdleConns: 2, IdleConnTimeout: 30 * time.Second},
 			// Never follow a redirect: it could carry the bearer token elsewhere.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		delays: []time.Duration{200 * time.Millisecond, 600 * time.Millisecond, 1800 * time.Millisecond},
+		delays: defaultDelays,
+		sleep:  time.Sleep,
 	}
 }
 
-// call sends one JSON request (body nil: none), retrying what is worth retrying, and
-// decodes a 2xx answer into out.
+// call sends one JSON request (body nil: none), retrying connection errors, 5xx, 408
+// and 429, and decodes a 2xx answer into out.
 func (g *gateway) call(method, path string, body any, out any) error {
 	var payload []byte
 	if body != nil {
 		var err error
 		if payload, err = json.Marshal(body); err != nil {
-			return &gatewayError{message: err.Error()}
+			return &gatewayError{message: fmt.Sprintf("%s %s: %v", method, path, err)}
 		}
 	}
-	var last error
 	for attempt := 0; ; attempt++ {
-		last = g.once(method, path, payload, out)
+		err := g.once(method, path, payload, out)
 		var gerr *gatewayError
-		if last == nil || !errors.As(last, &gerr) || !gerr.retryable || attempt >= len(g.delays) {
-			return last
+		if err == nil || !errors.As(err, &gerr) || !gerr.retryable || attempt >= len(g.delays) {
+			return err
 		}
-		time.Sleep(g.delays[attempt])
+		if g.log != nil {
+			g.log.warn("gateway.retry", map[string]any{"method": method, "path": path, "attempt": attempt + 1, "error": clip(err.Error(), 300)})
+		}
+		g.sleep(g.delays[attempt])
 	}
 }
 
@@ -70,7 +92,7 @@ func (g *gateway) once(method, path string, payload []byte, out any) error {
 	}
 	req, err := http.NewRequest(method, g.baseURL+path, reader)
 	if err != nil {
-		return &gatewayError{message: err.Error()}
+		return &gatewayError{message: fmt.Sprintf("%s %s: %v", method, path, err)}
 	}
 	req.Header.Set("Authorization", "Bearer "+g.token)
 	req.Header.Set("Accept", "application/json")
@@ -81,35 +103,63 @@ func (g *gateway) once(method, path string, payload []byte, out any) error {
 	if g.traceparent != "" {
 		req.Header.Set("traceparent", g.traceparent)
 	}
+	started := time.Now()
 	resp, err := g.client.Do(req)
 	if err != nil {
-		return &gatewayError{message: fmt.Sprintf("%s %s: %v", method, path, err), retryable: true}
+		return &gatewayError{message: fmt.Sprintf("%s %s: gateway unreachable: %v", method, path, err), retryable: true}
 	}
 	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if g.log != nil {
+		g.log.info("gateway.call", map[string]any{"method": method, "path": path, "status": resp.StatusCode, "durationMs": time.Since(started).Milliseconds()})
+	}
+	if err != nil {
+		return &gatewayError{status: resp.StatusCode, message: fmt.Sprintf("%s %s: reading the answer: %v", method, path, err), retryable: true}
+	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		if out == nil {
 			return nil
 		}
 		if err := json.Unmarshal(data, out); err != nil {
-			return &gatewayError{status: resp.StatusCode, message: "malformed answer from the gateway: " + err.Error()}
+			return &gatewayError{status: resp.StatusCode, message: fmt.Sprintf("%s %s: malformed answer from the gateway: %v", method, path, err)}
 		}
 		return nil
 	}
-	retryable := resp.StatusCode >= 500 || resp.StatusCode == 408 || resp.StatusCode == 429
-	return &gatewayError{status: resp.StatusCode, message: describe(resp.StatusCode, data), retryable: retryable}
+	gerr := httpError(resp.StatusCode, data)
+	if gerr.code != "" {
+		gerr.message = fmt.Sprintf("%s %s: HTTP %d %s", method, path, resp.StatusCode, gerr.reason())
+	} else {
+		gerr.message = fmt.Sprintf("%s %s: %s", method, path, gerr.reason())
+	}
+	return gerr
 }
 
-// describe turns the API's error shape {"error": {"code", "message"}} into one line.
-func describe(status int, data []byte) string {
+// httpError reads the API's error shape {"error": {"code", "message", "requestId"}}.
+func httpError(status int, data []byte) *gatewayError {
+	gerr := &gatewayError{status: status, retryable: status >= 500 || status == 408 || status == 429}
 	var shaped struct {
 		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
+			Code      string `json:"code"`
+			Message   string `json:"message"`
+			RequestID string `json:"requestId"`
 		} `json:"error"`
 	}
 	if json.Unmarshal(data, &shaped) == nil && shaped.Error.Code != "" {
-		return fmt.Sprintf("%d %s: %s", status, shaped.Error.Code, shaped.Error.Message)
+		gerr.code = shaped.Error.Code
+		gerr.detail = clip(oneLine(shaped.Error.Message), 1000)
+		if shaped.Error.RequestID != "" {
+			gerr.detail += " (request " + shaped.Error.RequestID + ")"
+		}
+		return gerr
 	}
-	return fmt.Sprintf("HTTP %d: %s", status, clip(string(data), 300))
+	if status >= 300 && status < 400 {
+		gerr.detail = "redirects are not followed"
+	} else {
+		gerr.detail = clip(oneLine(string(data)), 300)
+	}
+	return gerr
+}
+
+func oneLine(text string) string {
+	return strings.Join(strings.Fields(strings.ToValidUTF8(text, "")), " ")
 }

@@ -14,18 +14,21 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 )
 
-const version = "0.1.0"
+// version is set at build time with -ldflags "-X main.version=…" when wanted.
+var version = "0.1.0"
+
+const usage = "usage: sba-step install <dest> | sba-step version | sba-step -- <command> [args...]"
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Getenv, os.Environ(), os.Stdout, os.Stderr))
 }
 
-func run(args []string, stderr io.Writer) int {
+// run is the whole program; it returns the exit code.
+func run(args []string, getenv func(string) string, environ []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: sba-step install <dest> | sba-step version | sba-step -- <command> [args...]")
+		fmt.Fprintln(stderr, usage)
 		return exitPermanent
 	}
 	switch args[0] {
@@ -39,53 +42,24 @@ func run(args []string, stderr io.Writer) int {
 			return exitPermanent
 		}
 		return exitOK
-	case "version":
-		fmt.Println(version)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "sba-step "+version)
 		return exitOK
 	case "--":
-		if len(args) < 2 {
+		if len(args) < 2 || args[1] == "" {
 			fmt.Fprintln(stderr, "sba-step: no command after --")
+			writeTermination(terminationPath(getenv), map[string]any{"ok": false, "error": "sba-step: no command after --", "retryable": false})
 			return exitPermanent
 		}
-		step, err := stepFromEnv(os.Getenv)
+		step, err := stepFromEnv(getenv)
 		if err != nil {
-			writeTermination(terminationPath(os.Getenv), map[string]any{"ok": false, "error": err.Error(), "retryable": false})
-			fmt.Fprintf(stderr, "sba-step: %v\n", err)
+			(&jsonLog{out: stderr}).error("step.misconfigured", map[string]any{"error": err.Error()})
+			writeTermination(terminationPath(getenv), map[string]any{"ok": false, "error": err.Error(), "retryable": false})
 			return exitPermanent
 		}
-		return step.execute(args[1:], os.Environ(), stderr)
+		step.log.out = stderr
+		return step.execute(args[1:], environ, stderr)
 	}
-	fmt.Fprintf(stderr, "sba-step: unknown subcommand %q\n", args[0])
+	fmt.Fprintf(stderr, "sba-step: unknown subcommand %q\n%s\n", args[0], usage)
 	return exitPermanent
-}
-
-// install copies this executable to dest atomically (write a temporary file, rename).
-func install(dest string) error {
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	src, err := os.Open(self)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
-		return err
-	}
-	tmp := fmt.Sprintf("%s.tmp-%d", dest, os.Getpid())
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, src); err != nil {
-		out.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := out.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, dest)
 }

@@ -1,10 +1,13 @@
 // word-stats: an example user tool in Go. It reads its params as one JSON object on
 // stdin and writes its result as one JSON object on stdout; that is the whole contract
-// with the platform. Exit code 2 on bad input (retrying cannot help).
+// with the platform (the `sba-step` entrypoint does the rest). Bad input exits with
+// code 2: retrying the same params cannot help.
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -15,10 +18,17 @@ import (
 	"unicode/utf8"
 )
 
+const (
+	maxTextChars = 200000
+	defaultTop   = 5
+	maxTop       = 50
+	wordsPerMin  = 200
+)
+
 type params struct {
-	Text   string `json:"text"`
-	Top    int    `json:"top"`
-	Locale string `json:"locale"`
+	Text   string
+	Top    int
+	Locale string
 }
 
 type count struct {
@@ -34,16 +44,18 @@ type result struct {
 	TopWords       []count `json:"topWords"`
 }
 
+// stopWords are skipped in topWords (English and Indonesian); they still count as words.
 var stopWords = map[string]bool{
-	"the": true, "a": true, "an": true, "and": true, "of": true, "to": true, "in": true,
-	"is": true, "are": true, "yang": true, "dan": true, "di": true, "ke": true, "dari": true,
-	"untuk": true, "ini": true, "itu": true,
+	"the": true, "a": true, "an": true, "and": true, "of": true, "to": true, "in": true, "is": true,
+	"yang": true, "dan": true, "di": true, "ke": true, "dari": true, "untuk": true, "ini": true, "itu": true,
+}
+
+func isWordRune(r rune) bool {
+	return unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.Is(unicode.Mn, r)
 }
 
 func analyse(p params) result {
-	words := strings.FieldsFunc(strings.ToLower(p.Text), func(r rune) bool {
-		return !unicode.IsLetter(r) && !unicode.IsDigit(r)
-	})
+	words := strings.FieldsFunc(strings.ToLower(p.Text), func(r rune) bool { return !isWordRune(r) })
 	counts := map[string]int{}
 	for _, w := range words {
 		if !stopWords[w] {
@@ -63,53 +75,95 @@ func analyse(p params) result {
 	if len(top) > p.Top {
 		top = top[:p.Top]
 	}
-	sentences := 0
-	inSentence := false
-	for _, r := range p.Text {
-		switch {
-		case r == '.' || r == '!' || r == '?':
-			if inSentence {
-				sentences++
-			}
-			inSentence = false
-		case !unicode.IsSpace(r):
-			inSentence = true
-		}
-	}
-	if inSentence {
-		sentences++
-	}
 	return result{
 		Words:          len(words),
-		Sentences:      sentences,
+		Sentences:      sentences(p.Text),
 		Characters:     utf8.RuneCountInString(p.Text),
-		ReadingMinutes: math.Round(float64(len(words))/200*10) / 10,
+		ReadingMinutes: math.Round(float64(len(words))/wordsPerMin*10) / 10,
 		TopWords:       top,
 	}
 }
 
+// sentences counts runs of text ended by . ! ? (or the end of the text) that hold a word.
+func sentences(text string) int {
+	n, hasWord := 0, false
+	for _, r := range text {
+		switch {
+		case strings.ContainsRune(".!?…。！？", r):
+			if hasWord {
+				n++
+			}
+			hasWord = false
+		case isWordRune(r):
+			hasWord = true
+		}
+	}
+	if hasWord {
+		n++
+	}
+	return n
+}
+
+// parse reads and checks the params object; an error explains what is wrong with it.
 func parse(r io.Reader) (params, error) {
-	p := params{Top: 5}
-	if err := json.NewDecoder(r).Decode(&p); err != nil {
-		return p, fmt.Errorf("params are not a JSON object: %v", err)
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return params{}, fmt.Errorf("cannot read stdin: %v", err)
 	}
-	if p.Text == "" {
-		return p, fmt.Errorf("params.text is required")
+	var raw struct {
+		Text   *string      `json:"text"`
+		Top    *json.Number `json:"top"`
+		Locale *string      `json:"locale"`
 	}
-	if p.Top < 1 || p.Top > 50 {
-		return p, fmt.Errorf("params.top must be between 1 and 50, not %d", p.Top)
+	if !bytes.HasPrefix(bytes.TrimSpace(data), []byte("{")) {
+		return params{}, errors.New("params must be one JSON object on stdin")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&raw); err != nil {
+		return params{}, fmt.Errorf("params are not a valid JSON object: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return params{}, errors.New("params must be one JSON object on stdin, with nothing after it")
+	}
+	p := params{Top: defaultTop}
+	if raw.Text == nil || *raw.Text == "" {
+		return p, errors.New("params.text is required (a non-empty string)")
+	}
+	p.Text = *raw.Text
+	if n := utf8.RuneCountInString(p.Text); n > maxTextChars {
+		return p, fmt.Errorf("params.text has %d characters, more than %d", n, maxTextChars)
+	}
+	if raw.Top != nil {
+		f, err := raw.Top.Float64()
+		if err != nil || f != math.Trunc(f) || f < 1 || f > maxTop {
+			return p, fmt.Errorf("params.top must be an integer from 1 to %d, not %s", maxTop, raw.Top.String())
+		}
+		p.Top = int(f)
+	}
+	if raw.Locale != nil {
+		if *raw.Locale != "en" && *raw.Locale != "id" {
+			return p, fmt.Errorf("params.locale must be \"en\" or \"id\", not %q", *raw.Locale)
+		}
+		p.Locale = *raw.Locale
 	}
 	return p, nil
 }
 
-func main() {
-	p, err := parse(os.Stdin)
+// run is the whole program; it returns the exit code.
+func run(stdin io.Reader, stdout, stderr io.Writer) int {
+	p, err := parse(stdin)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
+		fmt.Fprintln(stderr, "word-stats: "+err.Error())
+		return 2
 	}
-	if err := json.NewEncoder(os.Stdout).Encode(analyse(p)); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+	if err := json.NewEncoder(stdout).Encode(analyse(p)); err != nil {
+		fmt.Fprintln(stderr, "word-stats: cannot write the result: "+err.Error())
+		return 1
 	}
+	return 0
+}
+
+func main() {
+	os.Exit(run(os.Stdin, os.Stdout, os.Stderr))
 }
