@@ -9,7 +9,6 @@ from sba_devstack.nodeagent.mounts import mount_table, translate
 from sba_devstack.nodeagent.pod_status import (
     ContainerInfo,
     Termination,
-    init_failed_status,
     init_status,
     initializing_status,
     status_patch,
@@ -53,8 +52,14 @@ def test_init_container_statuses_follow_the_kubelets_shape() -> None:
     done = init_status(info, Termination(0, "Completed", "", NOW, NOW).state("sba://1"))
     assert done["ready"] is True
     failed_init = init_status(info, Termination(1, "Error", "boom", NOW, NOW).state("sba://1"))
-    failed = init_failed_status(
-        [failed_init], "tool", "word-stats", waiting_for="sba-entrypoint", start_time=NOW, now=NOW
+    failed = initializing_status(
+        [failed_init],
+        "tool",
+        "word-stats",
+        waiting_for="sba-entrypoint",
+        start_time=NOW,
+        now=NOW,
+        phase="Failed",
     )
     assert failed["phase"] == "Failed"
     assert failed["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 1

@@ -293,17 +293,18 @@ def init_status(info: ContainerInfo, state: Json) -> Json:
     return _container_status(info, state, ready=done, started="running" in state)
 
 
-def _initializing(
+def initializing_status(
     init_statuses: Sequence[Json],
     main_name: str,
     main_image: str,
     *,
-    phase: str,
     waiting_for: str,
     start_time: datetime.datetime,
     now: datetime.datetime,
-    existing_conditions: Sequence[Mapping[str, Any]],
+    existing_conditions: Sequence[Mapping[str, Any]] = (),
+    phase: str = "Pending",
 ) -> Json:
+    """Init container `waiting_for` runs (Pending) or failed (Failed); the main one waits."""
     conditions = _conditions(
         existing_conditions,
         now,
@@ -328,52 +329,6 @@ def _initializing(
         }
     ]
     return status
-
-
-def initializing_status(
-    init_statuses: Sequence[Json],
-    main_name: str,
-    main_image: str,
-    *,
-    waiting_for: str,
-    start_time: datetime.datetime,
-    now: datetime.datetime,
-    existing_conditions: Sequence[Mapping[str, Any]] = (),
-) -> Json:
-    """Phase Pending while init container `waiting_for` runs; the main one waits."""
-    return _initializing(
-        init_statuses,
-        main_name,
-        main_image,
-        phase="Pending",
-        waiting_for=waiting_for,
-        start_time=start_time,
-        now=now,
-        existing_conditions=existing_conditions,
-    )
-
-
-def init_failed_status(
-    init_statuses: Sequence[Json],
-    main_name: str,
-    main_image: str,
-    *,
-    waiting_for: str,
-    start_time: datetime.datetime,
-    now: datetime.datetime,
-    existing_conditions: Sequence[Mapping[str, Any]] = (),
-) -> Json:
-    """Phase Failed: init container `waiting_for` failed; the main one never started."""
-    return _initializing(
-        init_statuses,
-        main_name,
-        main_image,
-        phase="Failed",
-        waiting_for=waiting_for,
-        start_time=start_time,
-        now=now,
-        existing_conditions=existing_conditions,
-    )
 
 
 def status_patch(status: Mapping[str, Any]) -> Json:

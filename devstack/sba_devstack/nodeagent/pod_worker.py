@@ -34,7 +34,6 @@ from sba_devstack.nodeagent.pod_status import (
     Termination,
     container_reason,
     exit_code_of,
-    init_failed_status,
     init_status,
     initializing_status,
     k8s_time,
@@ -607,7 +606,7 @@ class PodWorker:
         self, main_name: str, main_image: str, name: str, termination: Termination
     ) -> None:
         self._patch_status(
-            init_failed_status(
+            initializing_status(
                 self._init_statuses,
                 main_name,
                 main_image,
@@ -615,6 +614,7 @@ class PodWorker:
                 start_time=self._start_time,
                 now=_now(),
                 existing_conditions=self._conditions(),
+                phase="Failed",
             )
         )
         self._log(
