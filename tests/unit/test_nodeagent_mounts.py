@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
-from sba_devstack.nodeagent.mounts import mount_table, translate
+from sba_devstack.nodeagent.mounts import mount_table, translate, translate_env
 from sba_devstack.nodeagent.pod_status import (
     ContainerInfo,
     Termination,
@@ -33,6 +33,17 @@ def test_paths_under_a_mount_become_the_volumes_directory() -> None:
     assert translate("/tmpfoo", table) == "/tmpfoo"
     assert translate("/etc/secret/token", table) == "/etc/secret/token"
     assert translate("word-stats", table) == "word-stats"
+
+
+def test_only_the_pods_own_env_values_are_translated() -> None:
+    table = mount_table([{"name": "tmp", "mountPath": "/tmp"}], {"tmp": Path("/s/tmp")})
+    env = {"HOME": "/tmp", "PATH": "/tmp/clone/.venv/bin:/usr/bin", "LOG": "/tmp/node/log"}
+    # The node's PATH and files stay host paths although they lie under /tmp.
+    assert translate_env(env, ["HOME"], table) == {
+        "HOME": "/s/tmp",
+        "PATH": "/tmp/clone/.venv/bin:/usr/bin",
+        "LOG": "/tmp/node/log",
+    }
 
 
 def test_init_container_statuses_follow_the_kubelets_shape() -> None:

@@ -32,3 +32,13 @@ def translate(value: str, table: Sequence[tuple[str, Path]]) -> str:
         if value == path or value.startswith(path + "/"):
             return str(host) + value[len(path) :]
     return value
+
+
+def translate_env(
+    env: Mapping[str, str], declared: Iterable[str], table: Sequence[tuple[str, Path]]
+) -> dict[str, str]:
+    """`env` with the pod's own (`declared`) values translated. The node's values (PATH,
+    SBA_TERMINATION_LOG, ...) are host paths, even when they fall under a mount's path
+    (a venv or work dir under /tmp with an emptyDir mounted at /tmp)."""
+    names = set(declared)
+    return {k: translate(v, table) if k in names else v for k, v in env.items()}

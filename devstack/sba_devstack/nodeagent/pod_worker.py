@@ -27,7 +27,7 @@ from sba_devstack.nodeagent.images import ImageEntry, resolve_image
 from sba_devstack.nodeagent.kube import API_ERRORS, STRATEGIC_MERGE, Json, Kube, KubeError
 from sba_devstack.nodeagent.limits import derive_rlimits, memory_limit_bytes
 from sba_devstack.nodeagent.logs import log
-from sba_devstack.nodeagent.mounts import mount_table, translate
+from sba_devstack.nodeagent.mounts import mount_table, translate, translate_env
 from sba_devstack.nodeagent.pod_status import (
     DEADLINE_MESSAGE,
     ContainerInfo,
@@ -406,7 +406,8 @@ class PodWorker:
         }
         mounts = self._mounts(spec, container, scratch)
         env = build_env(self.pod, container, self._lookup, base)
-        env = {key: translate(value, mounts) for key, value in env.items()}
+        declared = [str(e.get("name")) for e in container.get("env") or []]
+        env = translate_env(env, declared, mounts)
         argv = [expand(a, env) for a in container.get("command") or entry.entrypoint]
         argv += [expand(a, env) for a in container.get("args") or []]
         argv = [translate(a, mounts) for a in argv]
