@@ -139,6 +139,7 @@ down: venv
 bench: deps
 	$(BIN)/python bench/run_latency.py
 	$(BIN)/python bench/token_latency.py
+	$(BIN)/python bench/api_throughput.py
 
 clean:
 	rm -rf .dev .cache $(VENV)

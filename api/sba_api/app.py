@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from sba_api.auth.middleware import AUTHENTICATOR, ROUTE_SPECS, Authenticator, auth_middleware
 from sba_api.embedding_openai import OpenAIEmbedder
 from sba_api.keys import LIMITS, METRICS, OPENAPI, SERVICES, SETTINGS, TELEMETRY, Services
-from sba_api.kube import KubeClient, build_api_client
+from sba_api.kube import KubeClient, agentrun_cache, build_api_client
 from sba_api.metrics import Metrics
 from sba_api.middleware import add_request_id_header, api_middleware
 from sba_api.openapi import build_openapi
@@ -46,6 +46,7 @@ from sba_api.services.tenants import TenantService
 from sba_api.services.tool_catalog import ToolCatalogService
 from sba_api.services.tool_execution import ToolExecutionService
 from sba_api.settings import EmbeddingProvider, Settings
+from sba_api.watch_cache import WatchCache
 from sba_core.knowledge import Embedder, HashingEmbedder
 from sba_core.tools.registry import builtin_registry
 from sba_llm import BuiltinModel, CircuitBreaker, ModelRouter
@@ -91,7 +92,15 @@ async def _build_services(
     stack.push_async_callback(listener.stop)
 
     api_client = await asyncio.to_thread(build_api_client, settings.kubernetes)
-    kube = KubeClient(api_client, telemetry)
+    runs_cache: WatchCache | None = None
+    if settings.kubernetes.watch_cache:
+        # Its own client: the long watch holds a connection the request threads need not share.
+        watch_client = await asyncio.to_thread(build_api_client, settings.kubernetes)
+        stack.callback(watch_client.close)
+        runs_cache = agentrun_cache(watch_client)
+        runs_cache.start()
+        stack.callback(runs_cache.stop)
+    kube = KubeClient(api_client, telemetry, runs_cache=runs_cache)
     stack.callback(kube.close)
 
     embedder: Embedder

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from sba_api.errors import (
     UpstreamError,
 )
 from sba_api.settings import KubernetesSettings
+from sba_api.watch_cache import WatchCache
 from sba_core.group import (
     AGENTRUN_PLURAL,
     APPROVAL_PLURAL,
@@ -94,6 +96,27 @@ def _translate(exc: Exception, what: str) -> ApiError:
     return ServiceUnavailable(f"Kubernetes is unreachable while trying to {what}: {exc}")
 
 
+MAX_TRACKED_WRITES = 10_000
+
+
+def _version(value: object) -> int | None:
+    # Opaque to clients by contract, but etcd revisions in every real API server; when
+    # one is not a number the cached copy is simply not trusted over our own write.
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
+def agentrun_cache(api_client: Any) -> WatchCache:
+    """Every AgentRun in the cluster, kept by a watch (see `WatchCache`)."""
+    custom = client.CustomObjectsApi(api_client)
+    return WatchCache(
+        functools.partial(custom.list_cluster_custom_object, GROUP, VERSION, AGENTRUN_PLURAL),
+        name=AGENTRUN_PLURAL,
+    )
+
+
 def build_api_client(settings: KubernetesSettings) -> Any:
     """An ApiClient from the kubeconfig path, the in-cluster config, or ~/.kube/config."""
     if settings.kubeconfig is not None:
@@ -113,7 +136,16 @@ def build_api_client(settings: KubernetesSettings) -> Any:
 class KubeClient:
     """AgentRun operations the API needs; nothing else."""
 
-    def __init__(self, api_client: Any, telemetry: Telemetry | None = None) -> None:
+    def __init__(
+        self,
+        api_client: Any,
+        telemetry: Telemetry | None = None,
+        *,
+        runs_cache: WatchCache | None = None,
+    ) -> None:
+        self._runs_cache = runs_cache
+        self._written: dict[tuple[str, str], int] = {}
+        """resourceVersions of AgentRuns this process wrote, until the cache has them."""
         self._api_client = api_client
         self._custom = client.CustomObjectsApi(api_client)
         self._core = client.CoreV1Api(api_client)
@@ -167,7 +199,9 @@ class KubeClient:
                 raise
             return result
 
-        return await self._call("create the AgentRun", call)
+        created = await self._call("create the AgentRun", call)
+        self._wrote(created)
+        return created
 
     def _namespace_exists_sync(self, namespace: str) -> bool:
         try:
@@ -204,6 +238,41 @@ class KubeClient:
             AGENTRUN_PLURAL,
             name,
         )
+
+    async def read_agent_run(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The AgentRun for display: from the watch cache when it holds it, else read.
+
+        Possibly a few milliseconds behind the API server (never behind this process's
+        own create: a name the cache lacks is read directly). Decisions that act on a
+        run's state use `get_agent_run`.
+        """
+        if self._runs_cache is not None:
+            cached = self._runs_cache.get(namespace, name)
+            if cached is not None and self._caught_up(namespace, name, cached):
+                return cached
+        return await self.get_agent_run(namespace, name)
+
+    def _wrote(self, obj: dict[str, Any]) -> None:
+        if self._runs_cache is None:
+            return
+        meta = obj.get("metadata") or {}
+        version = _version(meta.get("resourceVersion"))
+        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        if version is not None and key[1]:
+            if len(self._written) >= MAX_TRACKED_WRITES:
+                self._written.pop(next(iter(self._written)))
+            self._written[key] = version
+
+    def _caught_up(self, namespace: str, name: str, cached: dict[str, Any]) -> bool:
+        """Read-your-writes: the cached copy is at least as new as our own last write."""
+        wrote = self._written.get((namespace, name))
+        if wrote is None:
+            return True
+        have = _version((cached.get("metadata") or {}).get("resourceVersion"))
+        if have is None or have < wrote:
+            return False
+        self._written.pop((namespace, name), None)
+        return True
 
     async def delete_agent_run(self, namespace: str, name: str) -> None:
         """Delete an AgentRun (compensation when recording it failed); absent is fine."""
@@ -250,7 +319,10 @@ class KubeClient:
                     raise PatchConflict(exc.status, message) from exc
                 raise
 
-        return await self._call("patch the AgentRun", call)
+        patched = await self._call("patch the AgentRun", call)
+        if patched is not None:
+            self._wrote(patched)
+        return patched
 
     async def create_approval(
         self, namespace: str, body: dict[str, Any]

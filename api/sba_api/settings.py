@@ -53,6 +53,8 @@ class KubernetesSettings:
     kubeconfig: Path | None = None
     """Path of a kubeconfig; None means in-cluster config (or ~/.kube/config outside a pod)."""
     in_cluster: bool = False
+    watch_cache: bool = True
+    """Serve AgentRun reads from a watch-fed copy in memory (SBA_API_WATCH_CACHE)."""
 
 
 @dataclass(frozen=True)
@@ -303,6 +305,8 @@ class Settings:
             kubernetes=KubernetesSettings(
                 kubeconfig=Path(kubeconfig_env.split(os.pathsep)[0]) if kubeconfig_env else None,
                 in_cluster=in_cluster,
+                watch_cache=e.get("SBA_API_WATCH_CACHE", "on").strip().lower()
+                not in ("0", "off", "false", "no"),
             ),
             gateway=GatewaySettings(step_token_secret=secret),
             sse=SseSettings(

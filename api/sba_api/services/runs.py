@@ -205,7 +205,7 @@ class RunService:
     async def get(self, raw_id: str) -> RunView:
         record = await self.record(parse_run_id(raw_id))
         try:
-            live = await self._kube.get_agent_run(record.namespace, record.name)
+            live = await self._kube.read_agent_run(record.namespace, record.name)
         except (ServiceUnavailable, UpstreamError) as exc:
             # Reads stay available when the cluster is not: answer from the database.
             log.warning("cannot read AgentRun of run %s: %s", record.id, exc.message)
