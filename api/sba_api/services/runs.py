@@ -12,6 +12,7 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
+from sba_api.bounded_map import BoundedMap
 from sba_api.context import current_request_id, note_request
 from sba_api.errors import BadRequest, ErrorItem, NotFound, ServiceUnavailable, UpstreamError
 from sba_api.kube import KubeClient
@@ -37,6 +38,8 @@ from sba_store.runs import RunRepository
 from sba_telemetry import TRACEPARENT_ANNOTATION, current_traceparent
 
 log = logging.getLogger(__name__)
+
+MAX_REMEMBERED_RUNS = 50_000
 
 API_PREFIX = "/api/v1"
 
@@ -94,6 +97,10 @@ class RunService:
         self._runs = runs
         self._kube = kube
         self._tools = tools
+        self._owners = BoundedMap[UUID, str](MAX_REMEMBERED_RUNS)
+        """run id -> its tenant: fixed at creation, so learnt once per process."""
+        self._records = BoundedMap[UUID, RunRecord](MAX_REMEMBERED_RUNS)
+        """Run rows as last read: their fixed fields back a view of the live AgentRun."""
         self._audit = audit
 
     @property
@@ -186,24 +193,45 @@ class RunService:
     async def authorize(self, principal: Principal, raw_id: str) -> UUID:
         """The run's id if the principal may see it: 404 when unknown, 403 for another tenant's."""
         run_id = parse_run_id(raw_id)
-        with store_boundary("read the run"):
-            owner = await self._runs.owner(run_id)  # run_owner(): no row read, RLS intact
+        owner = await self._owner(run_id)
         if owner is None:
             raise RunNotFound(f"run {raw_id} not found")
         check_tenant(principal, owner)
         return run_id
 
+    async def _owner(self, run_id: UUID) -> str | None:
+        known = self._owners.get(run_id)
+        if known is not None:
+            return known
+        with store_boundary("read the run"):
+            owner = await self._runs.owner(run_id)  # run_owner(): no row read, RLS intact
+        if owner is not None:  # only a found owner is remembered: an unknown run may appear
+            self._owners.put(run_id, owner)
+        return owner
+
     async def record(self, run_id: UUID) -> RunRecord:
+        owner = await self._owner(run_id)
         with store_boundary("read the run"):
             # RLS: the row is read under its owner's tenant, learnt through run_owner().
-            owner = await self._runs.owner(run_id)
             record = None if owner is None else await self._runs.get(run_id, tenant_id=owner)
         if record is None:
             raise RunNotFound(f"run {run_id} not found")
+        self._records.put(run_id, record)
         return record
 
     async def get(self, raw_id: str) -> RunView:
-        record = await self.record(parse_run_id(raw_id))
+        run_id = parse_run_id(raw_id)
+        remembered = self._records.get(run_id)
+        if remembered is not None:
+            # The live AgentRun carries every field that changes; the row only the fixed
+            # ones. Without the AgentRun the row speaks, so it is read afresh then.
+            try:
+                live = await self._kube.read_agent_run(remembered.namespace, remembered.name)
+            except (ServiceUnavailable, UpstreamError):
+                live = None  # the full path below answers from the database
+            if live is not None and (live.get("metadata") or {}).get("uid") == str(run_id):
+                return _view(remembered, live)
+        record = await self.record(run_id)
         try:
             live = await self._kube.read_agent_run(record.namespace, record.name)
         except (ServiceUnavailable, UpstreamError) as exc:
