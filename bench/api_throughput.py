@@ -1,10 +1,11 @@
 """API read throughput on the local stack, printed as JSON.
 
-`GET /api/v1/runs/{id}` of a finished two-step run, from C concurrent keep-alive
-connections for D seconds, against three servers started in the same run:
-  - `api`: the stack's API (AgentRuns from its watch cache);
+`GET /api/v1/runs/{id}` of a finished two-step run and `GET /api/v1/tools`, from C
+concurrent keep-alive connections for D seconds each, against three servers started in
+the same run (the bare one answers the run's body on every path):
+  - `api`: the stack's API (AgentRuns, Tenants and tools from its watch caches);
   - `api_direct`: a second API process on the same stack with SBA_API_WATCH_CACHE=off
-    (a kube-apiserver GET per request: the behaviour before the cache);
+    (kube-apiserver reads per request: the behaviour before the caches);
   - `bare`: a bare aiohttp process answering the same body (the floor).
 Each reports req/s and latency p50/p95/p99 (ms); `ratio_to_bare` compares req/s. The
 load generator shares the machine's cores with the servers, the same for all three.
@@ -156,8 +157,7 @@ def main() -> int:
             json.dumps(
                 {
                     "bench": "api_throughput",
-                    "route": "GET /api/v1/runs/{id}",
-                    "body_bytes": len(body),
+                    "run_body_bytes": len(body),
                     "connections": args.connections,
                     "seconds": args.seconds,
                     "cpus": os.cpu_count(),

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from sba_api.auth.middleware import AUTHENTICATOR, ROUTE_SPECS, Authenticator, auth_middleware
 from sba_api.embedding_openai import OpenAIEmbedder
 from sba_api.keys import LIMITS, METRICS, OPENAPI, SERVICES, SETTINGS, TELEMETRY, Services
-from sba_api.kube import KubeClient, agentrun_cache, build_api_client
+from sba_api.kube import KubeClient, build_api_client, custom_object_cache
 from sba_api.metrics import Metrics
 from sba_api.middleware import add_request_id_header, api_middleware
 from sba_api.openapi import build_openapi
@@ -47,6 +47,7 @@ from sba_api.services.tool_catalog import ToolCatalogService
 from sba_api.services.tool_execution import ToolExecutionService
 from sba_api.settings import EmbeddingProvider, Settings
 from sba_api.watch_cache import WatchCache
+from sba_core.group import AGENTRUN_PLURAL, CLUSTERTOOL_PLURAL, TENANT_PLURAL, TOOL_PLURAL
 from sba_core.knowledge import Embedder, HashingEmbedder
 from sba_core.tools.registry import builtin_registry
 from sba_llm import BuiltinModel, CircuitBreaker, ModelRouter
@@ -93,14 +94,22 @@ async def _build_services(
 
     api_client = await asyncio.to_thread(build_api_client, settings.kubernetes)
     runs_cache: WatchCache | None = None
+    tool_caches: tuple[WatchCache, WatchCache] | None = None
+    tenants_cache: WatchCache | None = None
     if settings.kubernetes.watch_cache:
-        # Its own client: the long watch holds a connection the request threads need not share.
+        # Its own client: the long watches hold connections the request threads need not share.
         watch_client = await asyncio.to_thread(build_api_client, settings.kubernetes)
         stack.callback(watch_client.close)
-        runs_cache = agentrun_cache(watch_client)
-        runs_cache.start()
-        stack.callback(runs_cache.stop)
-    kube = KubeClient(api_client, telemetry, runs_cache=runs_cache)
+        runs_cache = custom_object_cache(watch_client, AGENTRUN_PLURAL)
+        tool_caches = (
+            custom_object_cache(watch_client, CLUSTERTOOL_PLURAL),
+            custom_object_cache(watch_client, TOOL_PLURAL),
+        )
+        tenants_cache = custom_object_cache(watch_client, TENANT_PLURAL)
+        for cache in (runs_cache, tenants_cache, *tool_caches):
+            cache.start()
+            stack.callback(cache.stop)
+    kube = KubeClient(api_client, telemetry, runs_cache=runs_cache, tenants_cache=tenants_cache)
     stack.callback(kube.close)
 
     embedder: Embedder
@@ -118,7 +127,7 @@ async def _build_services(
     else:
         embedder = HashingEmbedder()
 
-    tools = ToolCatalogService(kube, builtin_registry())
+    tools = ToolCatalogService(kube, builtin_registry(), watched=tool_caches)
     audit = AuditService(AuditRepository(pool))
     run_service = RunService(RunRepository(pool), kube, tools, AuditRepository(pool))
     run_actions = RunActionService(
@@ -178,7 +187,7 @@ async def _build_services(
         models=models,
         progress=StepProgressService(gateway, EventRepository(pool), redis),
         plans=PlanService(kube, tools),
-        system=SystemService(pool, redis, tools, kube.get_tenant),
+        system=SystemService(pool, redis, tools, kube.read_tenant),
         tenants=TenantService(kube, UsageRepository(pool), audit),
         audit=audit,
         stream_tokens=StreamTokenService(

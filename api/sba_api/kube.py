@@ -108,13 +108,17 @@ def _version(value: object) -> int | None:
         return None
 
 
-def agentrun_cache(api_client: Any) -> WatchCache:
-    """Every AgentRun in the cluster, kept by a watch (see `WatchCache`)."""
+def custom_object_cache(api_client: Any, plural: str) -> WatchCache:
+    """Every object of one of our kinds in the cluster, kept by a watch (`WatchCache`)."""
     custom = client.CustomObjectsApi(api_client)
     return WatchCache(
-        functools.partial(custom.list_cluster_custom_object, GROUP, VERSION, AGENTRUN_PLURAL),
-        name=AGENTRUN_PLURAL,
+        functools.partial(custom.list_cluster_custom_object, GROUP, VERSION, plural),
+        name=plural,
     )
+
+
+def agentrun_cache(api_client: Any) -> WatchCache:
+    return custom_object_cache(api_client, AGENTRUN_PLURAL)
 
 
 def build_api_client(settings: KubernetesSettings) -> Any:
@@ -142,8 +146,10 @@ class KubeClient:
         telemetry: Telemetry | None = None,
         *,
         runs_cache: WatchCache | None = None,
+        tenants_cache: WatchCache | None = None,
     ) -> None:
         self._runs_cache = runs_cache
+        self._tenants_cache = tenants_cache
         self._written: dict[tuple[str, str], int] = {}
         """resourceVersions of AgentRuns this process wrote, until the cache has them."""
         self._api_client = api_client
@@ -394,6 +400,15 @@ class KubeClient:
             return cluster, namespaced
 
         return await self._call("list the tools", call)
+
+    async def read_tenant(self, name: str) -> dict[str, Any] | None:
+        """The Tenant for display (the tool catalog): from the watch cache when it holds
+        it, else read. Checks that gate an action (quotas, models) use `get_tenant`."""
+        if self._tenants_cache is not None:
+            cached = self._tenants_cache.get("", name)
+            if cached is not None:
+                return cached
+        return await self.get_tenant(name)
 
     async def get_secret_value(self, namespace: str, name: str, key: str) -> str | None:
         """One key of a Secret (decoded), or None when the Secret or the key is absent."""

@@ -49,6 +49,8 @@ class WatchCache:
         self._name = name
         self._watch_timeout = watch_timeout_seconds
         self._objects: dict[Key, dict[str, Any]] = {}
+        self._generation = 0
+        """Bumped on every change: lets a reader reuse what it derived from the objects."""
         self._lock = threading.Lock()
         self._synced = threading.Event()
         self._stopping = threading.Event()
@@ -76,6 +78,13 @@ class WatchCache:
             return None
         with self._lock:
             return self._objects.get((namespace, name))
+
+    def snapshot(self) -> tuple[int, list[dict[str, Any]]] | None:
+        """(generation, every object) while live; None means "read directly"."""
+        if not self._synced.is_set():
+            return None
+        with self._lock:
+            return self._generation, list(self._objects.values())
 
     def wait_synced(self, timeout: float) -> bool:
         return self._synced.wait(timeout)
@@ -106,6 +115,7 @@ class WatchCache:
         objects = {key_of(o): o for o in listed.get("items") or []}
         with self._lock:
             self._objects = objects
+            self._generation += 1
         self._synced.set()
         version = str((listed.get("metadata") or {}).get("resourceVersion") or "")
         log.info("watch cache %s: %d objects at version %s", self._name, len(objects), version)
@@ -134,8 +144,10 @@ class WatchCache:
                     with self._lock:
                         if kind == "DELETED":
                             self._objects.pop(key_of(obj), None)
+                            self._generation += 1
                         else:
                             self._objects[key_of(obj)] = obj
+                            self._generation += 1
             except ApiException as exc:
                 if exc.status == 410:  # the version is too old: start over from a LIST
                     raise RuntimeError("watch version expired") from exc
