@@ -142,17 +142,26 @@ def main() -> int:
         bare_url = f"http://127.0.0.1:{bare_port}"
         asyncio.run(_wait_up(bare_url))
         headers = {"Authorization": f"Bearer {stack.token}"}
-        path = f"/api/v1/runs/{run_id}"
-        results = {}
-        for label, base in (("bare", bare_url), ("api", stack.api_url), ("api_direct", direct_url)):
-            asyncio.run(load(base + path, headers, args.connections, 1.0))  # warm up
-            results[label] = asyncio.run(load(base + path, headers, args.connections, args.seconds))
-        failed = {k: v["errors"] for k, v in results.items() if v["errors"]}
-        if failed:
-            raise RuntimeError(f"non-200 answers while measuring: {failed}")
-        floor = results["bare"]["req_per_s"] or 1.0
-        for label in ("api", "api_direct"):
-            results[label]["ratio_to_bare"] = round(results[label]["req_per_s"] / floor, 3)
+        servers = (("bare", bare_url), ("api", stack.api_url), ("api_direct", direct_url))
+        routes = {
+            "GET /api/v1/runs/{id}": f"/api/v1/runs/{run_id}",
+            "GET /api/v1/tools": "/api/v1/tools",
+        }
+        results: dict[str, dict[str, Any]] = {}
+        for route, path in routes.items():
+            measured: dict[str, Any] = {}
+            for label, base in servers:
+                asyncio.run(load(base + path, headers, args.connections, 1.0))  # warm up
+                measured[label] = asyncio.run(
+                    load(base + path, headers, args.connections, args.seconds)
+                )
+            failed = {k: v["errors"] for k, v in measured.items() if v["errors"]}
+            if failed:
+                raise RuntimeError(f"{route}: non-200 answers while measuring: {failed}")
+            floor = measured["bare"]["req_per_s"] or 1.0
+            for label in ("api", "api_direct"):
+                measured[label]["ratio_to_bare"] = round(measured[label]["req_per_s"] / floor, 3)
+            results[route] = measured
         print(
             json.dumps(
                 {

@@ -9,6 +9,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from sba_api.bounded_map import BoundedMap
 from sba_api.kube import TenantNotFound
 from sba_api.schemas import Health, ToolCatalog, ToolInfo, UnusableTool
 from sba_api.services.tool_catalog import ToolCatalogService
@@ -32,6 +33,8 @@ class SystemService:
         self._redis = redis
         self._tools = tools
         self._get_tenant = get_tenant
+        self._listings = BoundedMap[str, tuple[object, object, ToolCatalog]](10_000)
+        """tenant -> (catalog, allowedTools, answer): contracts are rendered once per change."""
 
     async def _postgres(self) -> None:
         await ping(self._pool)
@@ -64,6 +67,10 @@ class SystemService:
         allowed = (found.get("spec") or {}).get("allowedTools")
         namespace = tenant_namespace(tenant)
         catalog = await self._tools.catalog_for(namespace)
+        allowed_key = tuple(allowed) if isinstance(allowed, list) else None
+        known = self._listings.get(tenant)
+        if known is not None and known[0] is catalog and known[1] == allowed_key:
+            return known[2]
         registry = catalog.registry_for(namespace)
         names = sorted(n for n in registry if not isinstance(allowed, list) or n in allowed)
         unusable = [
@@ -71,8 +78,10 @@ class SystemService:
             for d in sorted(catalog.definitions(namespace).values(), key=lambda d: d.name)
             if d.spec is None
         ]
-        return ToolCatalog(
+        listing = ToolCatalog(
             tenant=tenant,
             items=[ToolInfo.model_validate(registry[n].catalog_entry()) for n in names],
             unusable=unusable,
         )
+        self._listings.put(tenant, (catalog, allowed_key, listing))
+        return listing
