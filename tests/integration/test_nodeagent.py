@@ -402,6 +402,27 @@ def test_on_failure_restarts_in_place(api: Kube, namespace: str) -> None:
     assert status["state"]["terminated"]["exitCode"] == 0
 
 
+def finished(api: Kube, namespace: str, name: str, timeout: float = 60.0) -> Json:
+    pod: Json = wait_for(
+        lambda: (
+            (p := get_pod(api, namespace, name))
+            and p["status"].get("phase") in ("Succeeded", "Failed")
+            and p
+        ),
+        timeout=timeout,
+        what="the pod to finish",
+    )
+    return pod
+
+
+def container_logs(node_agent: NodeAgentHandle, namespace: str, pod: str) -> dict[str, str]:
+    """`<container>-<attempt>.log` -> content, for the pod's containers on this node."""
+    for log_dir in node_agent.pod_log_dirs():
+        if log_dir.name.startswith(f"{namespace}_{pod}_"):
+            return {f.name: f.read_text(errors="replace") for f in log_dir.iterdir()}
+    return {}
+
+
 def _with_init(init_script: str, main_script: str) -> Json:
     """A pod whose init container and main container share emptyDir `work` at /work
     (scripts reach it as $WORK: the dev node translates env values and argv paths)."""
@@ -424,6 +445,33 @@ def _with_init(init_script: str, main_script: str) -> Json:
     return spec
 
 
+def test_an_init_container_writes_what_the_main_one_reads(
+    api: Kube, namespace: str, node_agent: NodeAgentHandle
+) -> None:
+    # Paths are translated as whole argv elements, not inside a script: hence "$1".
+    spec = _with_init("", "")
+    spec["initContainers"][0]["command"] = ["sh", "-c", 'echo hi > "$1"', "sh", "/work/x"]
+    spec["containers"][0]["command"] = ["cat", "/work/x"]
+    name = create_pod(api, namespace, spec)
+    pod = finished(api, namespace, name)
+    assert pod["status"]["phase"] == "Succeeded", pod["status"]
+    (init,) = pod["status"]["initContainerStatuses"]
+    assert init["name"] == "prepare"
+    assert init["state"]["terminated"]["reason"] == "Completed"
+    assert init["state"]["terminated"]["exitCode"] == 0
+    assert init["ready"] is True
+    main = pod["status"]["containerStatuses"][0]
+    assert main["name"] == "main"
+    assert main["state"]["terminated"]["reason"] == "Completed"
+    assert main["imageID"]
+    conditions = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
+    assert conditions["Initialized"] == "True"
+    if node_agent.work_dir is not None:
+        logs = container_logs(node_agent, namespace, name)
+        assert logs.get("main-0.log") == "hi\n", logs
+        assert "prepare-0.log" in logs
+
+
 def test_init_containers_run_first_and_share_emptydirs(api: Kube, namespace: str) -> None:
     # The main container runs a program the init container put into the shared volume,
     # by its container path (as a tool pod runs the copied entrypoint).
@@ -433,27 +481,52 @@ def test_init_containers_run_first_and_share_emptydirs(api: Kube, namespace: str
         "",
     )
     spec["containers"][0]["command"] = ["/work/hello"]
-    name = create_pod(api, namespace, spec)
-    pod = wait_for(
-        lambda: (
-            (p := get_pod(api, namespace, name))
-            and p["status"].get("phase") in ("Succeeded", "Failed")
-            and p
-        ),
-        what="the pod to finish",
-    )
+    pod = finished(api, namespace, create_pod(api, namespace, spec))
     assert pod["status"]["phase"] == "Succeeded", pod["status"]
     (init,) = pod["status"]["initContainerStatuses"]
-    assert init["name"] == "prepare"
     assert init["state"]["terminated"]["reason"] == "Completed"
-    assert init["ready"] is True
     assert terminated(pod)["message"].strip() == "from-init"
-    conditions = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
-    assert conditions["Initialized"] == "True"
+
+
+def test_the_tool_entrypoint_is_installed_by_an_init_container(
+    api: Kube, namespace: str, node_agent: NodeAgentHandle
+) -> None:
+    """The operator's shape for user tools: `sba-step install` from the tool runtime
+    image into emptyDir sba-bin, then the user's image runs /sba/bin/sba-step, with /tmp
+    an emptyDir too and HOME=/tmp."""
+    spec = pod_spec("")
+    bin_mount = {"name": "sba-bin", "mountPath": "/sba/bin"}
+    spec["initContainers"] = [
+        {
+            "name": "sba-entrypoint",
+            "image": "sba-agentic/tool-runtime:dev",
+            "command": ["sba-step", "install", "/sba/bin/sba-step"],
+            "securityContext": RESTRICTED_CONTAINER_SECURITY,
+            "volumeMounts": [bin_mount],
+        }
+    ]
+    spec["containers"][0].update(
+        {
+            "command": ["/sba/bin/sba-step", "version"],
+            "env": [{"name": "HOME", "value": "/tmp"}],
+            "volumeMounts": [
+                {"name": "tmp", "mountPath": "/tmp"},
+                {**bin_mount, "readOnly": True},
+            ],
+        }
+    )
+    spec["volumes"] = [{"name": "tmp", "emptyDir": {}}, {"name": "sba-bin", "emptyDir": {}}]
+    name = create_pod(api, namespace, spec)
+    pod = finished(api, namespace, name)
+    assert pod["status"]["phase"] == "Succeeded", pod["status"]
+    assert pod["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    if node_agent.work_dir is not None:
+        logs = container_logs(node_agent, namespace, name)
+        assert logs.get("main-0.log", "").startswith("sba-step "), logs
 
 
 def test_a_failing_init_container_fails_the_pod_before_the_main_one(
-    api: Kube, namespace: str
+    api: Kube, namespace: str, node_agent: NodeAgentHandle
 ) -> None:
     spec = _with_init("echo nope >&2; exit 3", 'touch "$WORK/main-ran"')
     name = create_pod(api, namespace, spec)
@@ -463,10 +536,68 @@ def test_a_failing_init_container_fails_the_pod_before_the_main_one(
     )
     (init,) = pod["status"]["initContainerStatuses"]
     assert init["state"]["terminated"]["exitCode"] == 3
+    assert init["state"]["terminated"]["reason"] == "Error"
     main = pod["status"]["containerStatuses"][0]
     assert main["state"] == {"waiting": {"reason": "PodInitializing"}}
+    assert main["restartCount"] == 0
     conditions = {c["type"]: c for c in pod["status"]["conditions"]}
     assert conditions["Initialized"]["status"] == "False"
+    assert conditions["Initialized"]["reason"] == "ContainersNotInitialized"
+    if node_agent.work_dir is not None:
+        logs = container_logs(node_agent, namespace, name)
+        assert logs.get("prepare-0.log") == "nope\n", logs
+        assert "main-0.log" not in logs  # the main container never started
+
+
+def test_an_unknown_init_container_image_fails_the_pod(api: Kube, namespace: str) -> None:
+    spec = _with_init("true", "true")
+    spec["initContainers"][0]["image"] = "example.com/no-such-image:1"
+    pod = finished(api, namespace, create_pod(api, namespace, spec), timeout=30)
+    assert pod["status"]["phase"] == "Failed"
+    assert pod["status"]["reason"] == "ErrImagePull"
+    waiting = pod["status"]["initContainerStatuses"][0]["state"]["waiting"]
+    assert waiting["reason"] == "ErrImagePull"
+    assert "example.com/no-such-image:1" in waiting["message"]
+    main = pod["status"]["containerStatuses"][0]
+    assert main["state"] == {"waiting": {"reason": "PodInitializing"}}
+
+
+def test_a_failing_init_container_restarts_under_on_failure(api: Kube, namespace: str) -> None:
+    spec = _with_init('if [ -f "$WORK/once" ]; then exit 0; fi; touch "$WORK/once"; exit 4', "true")
+    spec["restartPolicy"] = "OnFailure"
+    pod = finished(api, namespace, create_pod(api, namespace, spec))
+    assert pod["status"]["phase"] == "Succeeded", pod["status"]
+    (init,) = pod["status"]["initContainerStatuses"]
+    assert init["restartCount"] == 1
+    assert init["lastState"]["terminated"]["exitCode"] == 4
+    assert init["state"]["terminated"]["reason"] == "Completed"
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+
+
+def test_deleting_a_pod_kills_its_running_init_container(api: Kube, namespace: str) -> None:
+    marker = uuid.uuid4().hex
+    spec = _with_init("sleep 300", "true")
+    spec["initContainers"][0]["env"].append({"name": "SBA_TEST_MARKER", "value": marker})
+    name = create_pod(api, namespace, spec)
+    pod = wait_for(
+        lambda: (
+            (p := get_pod(api, namespace, name))
+            and "running" in (p["status"].get("initContainerStatuses") or [{}])[0].get("state", {})
+            and p
+        ),
+        timeout=30,
+        what="the init container to run",
+    )
+    assert pod["status"]["phase"] == "Pending"
+    assert pod["status"]["containerStatuses"][0]["state"] == {
+        "waiting": {"reason": "PodInitializing"}
+    }
+    conditions = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
+    assert conditions["Initialized"] == "False"
+    assert wait_for(lambda: marked_pids(marker), timeout=10, what="the init process")
+    api.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}")
+    wait_for(lambda: not marked_pids(marker), timeout=10, what="the process to exit")
+    wait_for(lambda: get_pod(api, namespace, name) is None, timeout=15, what="the pod to go")
 
 
 def test_a_job_with_an_init_container_completes(api: Kube, namespace: str) -> None:
@@ -484,3 +615,7 @@ def test_a_job_with_an_init_container_completes(api: Kube, namespace: str) -> No
     )
     cond = wait_for(lambda: job_condition(api, namespace, name), what="the Job to finish")
     assert cond["type"] == "Complete", cond
+    (pod,) = job_pods(api, namespace, name)
+    assert pod["status"]["initContainerStatuses"][0]["state"]["terminated"]["reason"] == (
+        "Completed"
+    )

@@ -1,9 +1,14 @@
-"""Pure parts of the local node agent: Pod status documents, image map, rlimits, env."""
+"""Pure parts of the local node agent: Pod status documents (init containers' too, and
+the init-container sequence against a fake worker), image map, rlimits, env."""
 
 from __future__ import annotations
 
 import datetime
+import threading
+from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -15,21 +20,32 @@ from sba_devstack.nodeagent.images import (
     parse_image_map,
     resolve_image,
 )
+from sba_devstack.nodeagent.init_sequence import InitSequence
+from sba_devstack.nodeagent.kube import Kube
 from sba_devstack.nodeagent.limits import GIB, derive_rlimits
 from sba_devstack.nodeagent.pod_status import (
     DEADLINE_MESSAGE,
+    LOST_MESSAGE,
     ContainerInfo,
+    Json,
     Termination,
     container_reason,
     exit_code_of,
+    init_status,
+    initializing_status,
+    lost_init_statuses,
     running_status,
     status_patch,
     terminated_status,
     termination_message,
+    waiting_container,
     waiting_status,
 )
+from sba_devstack.nodeagent.pod_worker import NodeContext, PodWorker
 from sba_devstack.nodeagent.quantity import parse_quantity
+from sba_devstack.nodeagent.runs import Run
 from sba_devstack.nodeagent.sandbox import Identity, resolve_identity
+from sba_devstack.nodeagent.settings import NodeAgentSettings
 
 T0 = datetime.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=datetime.UTC)
 T1 = T0 + datetime.timedelta(seconds=7)
@@ -109,6 +125,8 @@ def test_failed_status_with_message_and_restart_history() -> None:
     assert cs["restartCount"] == 1
     assert cs["lastState"]["terminated"]["exitCode"] == 3
     assert cs["lastState"]["terminated"]["containerID"] == "sba://c1"
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "PodFailed"
 
 
 def test_deadline_exceeded_status() -> None:
@@ -350,3 +368,326 @@ def test_identity_prefers_container_then_pod_then_fallback() -> None:
     assert resolve_identity({}, {}, "nobody", True).uid == 65534
     assert resolve_identity({}, {}, "1234:5678", True) == Identity(1234, 5678)
     assert resolve_identity({"runAsUser": 1000}, {}, "nobody", False) == Identity(None, None)
+
+
+# -- init containers -------------------------------------------------------------------
+
+PREP = ContainerInfo("prepare", "busybox:1.36", "busybox@sha256:ab", "sba://i1")
+
+
+def by_type(status: Json) -> dict[str, Json]:
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def test_initializing_status_while_an_init_container_runs() -> None:
+    running = init_status(PREP, {"running": {"startedAt": "2026-01-02T03:04:05Z"}})
+    later = waiting_container("later", "busybox:1.36", "PodInitializing")
+    status = initializing_status([running, later], "main", "tool:1", start_time=T0, now=T0)
+    assert status["phase"] == "Pending"
+    assert "reason" not in status
+    conds = by_type(status)
+    assert conds["Initialized"]["status"] == "False"
+    assert conds["Initialized"]["reason"] == "ContainersNotInitialized"
+    assert conds["Initialized"]["message"] == "containers with incomplete status: [prepare later]"
+    assert conds["Ready"]["reason"] == "ContainersNotReady"
+    assert conds["Ready"]["message"] == "containers with unready status: [main]"
+    assert conds["PodReadyToStartContainers"]["status"] == "True"
+    first, second = status["initContainerStatuses"]
+    assert first["state"] == {"running": {"startedAt": "2026-01-02T03:04:05Z"}}
+    assert first["started"] is True
+    assert first["ready"] is False
+    assert first["containerID"] == "sba://i1"
+    assert second["state"] == {"waiting": {"reason": "PodInitializing"}}
+    assert second["started"] is False
+    (main,) = status["containerStatuses"]
+    assert main["name"] == "main"
+    assert main["image"] == "tool:1"
+    assert main["state"] == {"waiting": {"reason": "PodInitializing"}}
+    assert main["ready"] is False
+    assert main["restartCount"] == 0
+
+
+def test_completed_init_container_is_ready_and_not_incomplete() -> None:
+    done = init_status(PREP, Termination(0, "Completed", "", T0, T1).state("sba://i1"))
+    assert done["ready"] is True
+    assert done["started"] is False
+    assert done["state"]["terminated"]["reason"] == "Completed"
+    nxt = init_status(
+        ContainerInfo("next", "busybox", "id", "sba://i2"), {"running": {"startedAt": "x"}}
+    )
+    status = initializing_status([done, nxt], "main", "tool:1", start_time=T0, now=T1)
+    message = by_type(status)["Initialized"]["message"]
+    assert message == "containers with incomplete status: [next]"
+
+
+def test_failed_init_container_fails_the_pod_with_the_main_one_never_started() -> None:
+    failed = init_status(PREP, Termination(3, "Error", "nope", T0, T1).state("sba://i1"))
+    status = initializing_status([failed], "main", "tool:1", start_time=T0, now=T1, phase="Failed")
+    assert status["phase"] == "Failed"
+    conds = by_type(status)
+    assert conds["Initialized"]["status"] == "False"
+    assert conds["Ready"]["reason"] == "PodFailed"
+    assert conds["PodReadyToStartContainers"]["status"] == "False"
+    (init,) = status["initContainerStatuses"]
+    assert init["state"]["terminated"]["exitCode"] == 3
+    assert init["state"]["terminated"]["reason"] == "Error"
+    assert init["ready"] is False
+    assert status["containerStatuses"][0]["state"] == {"waiting": {"reason": "PodInitializing"}}
+    # The patch nulls the init container's former `running` state.
+    assert status_patch(status)["initContainerStatuses"][0]["state"]["running"] is None
+
+
+def test_initializing_status_carries_a_pod_level_reason() -> None:
+    pull = waiting_container("prepare", "nope:1", "ErrImagePull", "not here")
+    status = initializing_status(
+        [pull],
+        "main",
+        "tool:1",
+        start_time=T0,
+        now=T0,
+        phase="Failed",
+        reason="ErrImagePull",
+        message="not here",
+    )
+    assert status["reason"] == "ErrImagePull"
+    assert status["message"] == "not here"
+    assert status["initContainerStatuses"][0]["state"] == {
+        "waiting": {"reason": "ErrImagePull", "message": "not here"}
+    }
+
+
+def test_lost_init_statuses_marks_the_running_one_unknown() -> None:
+    done = init_status(PREP, Termination(0, "Completed", "", T0, T0).state("sba://i1"))
+    running = init_status(
+        ContainerInfo("second", "busybox", "id", "sba://i2"),
+        {"running": {"startedAt": "2026-01-02T03:04:05Z"}},
+    )
+    never = waiting_container("third", "busybox", "PodInitializing")
+    lost = lost_init_statuses([done, running, never], T1)
+    assert lost is not None
+    assert lost[0] == done
+    assert lost[1]["state"]["terminated"] == {
+        "exitCode": 137,
+        "reason": "ContainerStatusUnknown",
+        "message": LOST_MESSAGE,
+        "startedAt": "2026-01-02T03:04:05Z",
+        "finishedAt": "2026-01-02T03:04:12Z",
+    }
+    assert lost[1]["ready"] is False
+    assert lost[2] == never
+    assert lost_init_statuses([done], T1) is None  # initialized: the main container was lost
+
+
+class FakeHost:
+    """A pod worker whose container runs end as scripted: an exit code, or "env" (no
+    config), "missing" (no executable), "gone" (pod vanished), "delete" (killed)."""
+
+    def __init__(self, *outcomes: int | str) -> None:
+        self.start_time = T0
+        self.outcomes = list(outcomes)
+        self.reports: list[Json] = []
+        self.events: list[tuple[str, str]] = []
+        self.runs: list[tuple[str, int]] = []
+        self.pauses: list[float] = []
+        self.deleted = False
+
+    def run_container(
+        self,
+        container: Json,
+        entry: ImageEntry,
+        info: ContainerInfo,
+        on_started: Callable[[datetime.datetime], None],
+    ) -> Run | None:
+        outcome = self.outcomes.pop(0)
+        if outcome == "env":
+            raise EnvError('secret "s" not found')
+        if outcome == "missing":
+            raise FileNotFoundError('exec: "nope": executable file not found in $PATH')
+        self.runs.append((info.name, info.restart_count))
+        on_started(T0)
+        if outcome == "gone":
+            return None
+        killed_for = None
+        if outcome == "delete":
+            self.deleted, killed_for, outcome = True, "delete", 143
+        assert isinstance(outcome, int)
+        reason = container_reason(outcome)
+        return Run(info, Termination(outcome, reason, "", T0, T1), killed_for)
+
+    def patch_status(self, status: Json) -> None:
+        self.reports.append(status)
+
+    def conditions(self) -> list[Json]:
+        return []
+
+    def pause(self, seconds: float) -> bool:
+        self.pauses.append(seconds)
+        return not self.deleted
+
+    def deleting(self) -> bool:
+        return self.deleted
+
+    def event(self, container: str, reason: str, message: str, kind: str = "Normal") -> None:
+        self.events.append((container, reason))
+
+    def log(self, event: str, **fields: Any) -> None:
+        pass
+
+
+BUSYBOX_ENTRY = ImageEntry("busybox", "/bin:/usr/bin", ("sh",))
+
+
+def sequence(
+    host: FakeHost, policy: str = "Never", names: tuple[str, ...] = ("a",)
+) -> InitSequence:
+    inits = [({"name": n, "image": "busybox:1.36"}, BUSYBOX_ENTRY) for n in names]
+    return InitSequence(host, inits, {"name": "main", "image": "tool:1"}, policy, "p_ns(u1)")
+
+
+def init_states(status: Json) -> list[Json]:
+    return [s["state"] for s in status["initContainerStatuses"]]
+
+
+def test_init_containers_run_in_order_and_complete() -> None:
+    host = FakeHost(0, 0)
+    seq = sequence(host, names=("a", "b"))
+    assert seq.run() is True
+    assert host.runs == [("a", 0), ("b", 0)]
+    first, second = host.reports
+    assert first["phase"] == second["phase"] == "Pending"
+    assert "running" in init_states(first)[0]
+    assert init_states(first)[1] == {"waiting": {"reason": "PodInitializing"}}
+    assert init_states(second)[0]["terminated"]["reason"] == "Completed"
+    assert "running" in init_states(second)[1]
+    assert [s["ready"] for s in seq.statuses] == [True, True]
+    assert host.events == [("a", "Pulled"), ("a", "Started"), ("b", "Pulled"), ("b", "Started")]
+
+
+def test_a_failed_init_container_under_never_fails_the_pod() -> None:
+    host = FakeHost(3)
+    assert sequence(host, names=("a", "b")).run() is False
+    assert host.runs == [("a", 0)]
+    final = host.reports[-1]
+    assert final["phase"] == "Failed"
+    failed, never = init_states(final)
+    assert failed["terminated"]["exitCode"] == 3
+    assert failed["terminated"]["reason"] == "Error"
+    assert never == {"waiting": {"reason": "PodInitializing"}}
+    assert final["containerStatuses"][0]["state"] == {"waiting": {"reason": "PodInitializing"}}
+
+
+def test_a_failed_init_container_restarts_under_on_failure() -> None:
+    host = FakeHost(1, 0)
+    seq = sequence(host, policy="OnFailure")
+    assert seq.run() is True
+    assert host.runs == [("a", 0), ("a", 1)]
+    backoff = next(r for r in host.reports if "waiting" in init_states(r)[0])
+    assert backoff["phase"] == "Pending"
+    (status,) = backoff["initContainerStatuses"]
+    assert status["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    assert "restarting failed container=a pod=p_ns(u1)" in status["state"]["waiting"]["message"]
+    assert status["restartCount"] == 1
+    assert status["lastState"]["terminated"]["exitCode"] == 1
+    (done,) = seq.statuses
+    assert done["state"]["terminated"]["reason"] == "Completed"
+    assert done["restartCount"] == 1
+    assert done["lastState"]["terminated"]["exitCode"] == 1
+    assert ("a", "BackOff") in host.events
+    assert host.pauses == [1.0]
+
+
+def test_a_start_error_counts_as_a_failure() -> None:
+    host = FakeHost("missing")
+    assert sequence(host).run() is False
+    (state,) = init_states(host.reports[-1])
+    assert state["terminated"]["exitCode"] == 128
+    assert state["terminated"]["reason"] == "StartError"
+    assert "executable file not found" in state["terminated"]["message"]
+
+
+def test_a_config_error_is_retried_while_the_pod_waits() -> None:
+    host = FakeHost("env", 0)
+    assert sequence(host).run() is True
+    waiting = host.reports[0]
+    assert waiting["phase"] == "Pending"
+    assert init_states(waiting)[0]["waiting"]["reason"] == "CreateContainerConfigError"
+    assert host.pauses == [2.0]
+
+
+def test_deleting_the_pod_during_an_init_container_does_not_restart_it() -> None:
+    host = FakeHost("delete")
+    assert sequence(host, policy="Always").run() is False
+    assert host.runs == [("a", 0)]
+    final = host.reports[-1]
+    assert final["phase"] == "Failed"
+    assert init_states(final)[0]["terminated"]["exitCode"] == 143
+
+
+def test_a_vanished_pod_is_not_reported() -> None:
+    host = FakeHost("gone")
+    assert sequence(host).run() is False
+    assert all(r["phase"] == "Pending" for r in host.reports)
+
+
+class RecordingKube:
+    """Answers a status PATCH with the pod as patched; records every request."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, Any]] = []
+
+    def request(self, method: str, path: str, *, body: Any = None, **_: Any) -> Json:
+        self.requests.append((method, path, body))
+        return {"metadata": {"uid": "u1"}, "status": body["status"] if body else {}}
+
+    def patches(self) -> list[Json]:
+        return [body["status"] for method, _, body in self.requests if method == "PATCH"]
+
+
+def lost_worker(tmp_path: Path, status: Json) -> tuple[PodWorker, RecordingKube]:
+    """A worker for a pod the API says this node was already running."""
+    kube = RecordingKube()
+    ctx = NodeContext(
+        NodeAgentSettings(work_dir=tmp_path), cast(Kube, kube), threading.Event(), False
+    )
+    pod = {
+        "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
+        "spec": {
+            "initContainers": [{"name": "prepare", "image": "busybox"}],
+            "containers": [{"name": "main", "image": "tool:1"}],
+        },
+        "status": {"startTime": "2026-01-02T03:04:05Z", **status},
+    }
+    return PodWorker(ctx, pod), kube
+
+
+def test_a_restarted_agent_fails_a_pod_it_found_initializing(tmp_path: Path) -> None:
+    running = init_status(PREP, {"running": {"startedAt": "2026-01-02T03:04:05Z"}})
+    worker, kube = lost_worker(
+        tmp_path,
+        {
+            "phase": "Pending",
+            "initContainerStatuses": [running],
+            "containerStatuses": [waiting_container("main", "tool:1", "PodInitializing")],
+        },
+    )
+    worker._run()
+    (status,) = kube.patches()
+    assert status["phase"] == "Failed"
+    (init,) = status["initContainerStatuses"]
+    assert init["state"]["terminated"]["reason"] == "ContainerStatusUnknown"
+    assert init["state"]["terminated"]["exitCode"] == 137
+    assert status["containerStatuses"][0]["state"]["waiting"] == {"reason": "PodInitializing"}
+
+
+def test_a_restarted_agent_keeps_completed_init_containers_of_a_lost_pod(
+    tmp_path: Path,
+) -> None:
+    done = init_status(PREP, Termination(0, "Completed", "", T0, T0).state("sba://i1"))
+    running = running_status(INFO, started_at=T0, start_time=T0, now=T0)
+    worker, kube = lost_worker(tmp_path, {**running, "initContainerStatuses": [done]})
+    worker._run()
+    (status,) = kube.patches()
+    assert status["phase"] == "Failed"
+    assert status["initContainerStatuses"][0]["state"]["terminated"]["reason"] == "Completed"
+    main = status["containerStatuses"][0]["state"]["terminated"]
+    assert main["reason"] == "ContainerStatusUnknown"

@@ -19,6 +19,7 @@ MAX_TERMINATION_MESSAGE = 4096
 FALLBACK_LOG_LINES = 80
 FALLBACK_LOG_BYTES = 2048
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
+LOST_MESSAGE = "The container could not be located when the pod was terminated"
 _STATE_KEYS = ("waiting", "running", "terminated")
 
 
@@ -141,22 +142,22 @@ def _conditions(
     ready: bool,
     not_ready_reason: str = "",
     not_ready_message: str = "",
-    initializing: str | None = None,
+    incomplete: Sequence[str] = (),
 ) -> list[Json]:
-    """`initializing`: the init container the pod waits for (Initialized False)."""
+    """`incomplete`: init containers that have not completed (Initialized False)."""
     at = k8s_time(now)
     reason = "" if ready else not_ready_reason
     message = "" if ready else not_ready_message
     initialized = (
-        _condition("Initialized", True, at)
-        if initializing is None
-        else _condition(
+        _condition(
             "Initialized",
             False,
             at,
             "ContainersNotInitialized",
-            f"containers with incomplete status: [{initializing}]",
+            f"containers with incomplete status: [{' '.join(incomplete)}]",
         )
+        if incomplete
+        else _condition("Initialized", True, at)
     )
     return merge_conditions(
         existing,
@@ -201,6 +202,11 @@ def _base(start_time: datetime.datetime, phase: str, conditions: list[Json]) -> 
     }
 
 
+def _terminal(phase: str) -> str:
+    """The Ready/ContainersReady reason of a pod in a terminal phase."""
+    return "PodCompleted" if phase == "Succeeded" else "PodFailed"
+
+
 def running_status(
     info: ContainerInfo,
     *,
@@ -234,7 +240,7 @@ def terminated_status(
     `reason`/`message` are the pod-level ones (e.g. DeadlineExceeded).
     """
     conditions = _conditions(
-        existing_conditions, now, sandbox=False, ready=False, not_ready_reason="PodCompleted"
+        existing_conditions, now, sandbox=False, ready=False, not_ready_reason=_terminal(phase)
     )
     status = _base(start_time, phase, conditions)
     state = termination.state(info.container_id)
@@ -268,29 +274,38 @@ def waiting_status(
         not_ready_message=f"containers with unready status: [{name}]",
     )
     status = _base(start_time, phase, conditions)
-    status["containerStatuses"] = [
-        {
-            "name": name,
-            "state": {"waiting": {"reason": reason, "message": message}},
-            "lastState": {},
-            "ready": False,
-            "restartCount": 0,
-            "image": image,
-            "imageID": "",
-            "started": False,
-        }
-    ]
+    status["containerStatuses"] = [waiting_container(name, image, reason, message)]
     if pod_message:
         status["message"] = pod_message
         status["reason"] = reason
     return status
 
 
+def waiting_container(name: str, image: str, reason: str, message: str = "") -> Json:
+    """The status of a container that has not run (yet)."""
+    waiting: Json = {"reason": reason}
+    if message:
+        waiting["message"] = message
+    return {
+        "name": name,
+        "state": {"waiting": waiting},
+        "lastState": {},
+        "ready": False,
+        "restartCount": 0,
+        "image": image,
+        "imageID": "",
+        "started": False,
+    }
+
+
 def init_status(info: ContainerInfo, state: Json) -> Json:
-    """One entry of initContainerStatuses (ready once it completed)."""
+    """One entry of initContainerStatuses: ready once it completed, started while running."""
+    return _container_status(info, state, ready=init_completed(state), started="running" in state)
+
+
+def init_completed(state: Mapping[str, Any]) -> bool:
     terminated = state.get("terminated") or {}
-    done = terminated.get("exitCode") == 0
-    return _container_status(info, state, ready=done, started="running" in state)
+    return bool(terminated) and terminated.get("exitCode") == 0
 
 
 def initializing_status(
@@ -298,37 +313,65 @@ def initializing_status(
     main_name: str,
     main_image: str,
     *,
-    waiting_for: str,
     start_time: datetime.datetime,
     now: datetime.datetime,
     existing_conditions: Sequence[Mapping[str, Any]] = (),
     phase: str = "Pending",
+    reason: str = "",
+    message: str = "",
 ) -> Json:
-    """Init container `waiting_for` runs (Pending) or failed (Failed); the main one waits."""
+    """The pod before its main container starts: Pending while init containers run (or
+    back off), Failed once one failed for good. The main container waits PodInitializing.
+
+    `reason`/`message` are the pod-level ones (ErrImagePull, DeadlineExceeded).
+    """
+    incomplete = [s["name"] for s in init_statuses if not init_completed(s.get("state") or {})]
     conditions = _conditions(
         existing_conditions,
         now,
         sandbox=phase == "Pending",
         ready=False,
-        not_ready_reason="ContainersNotReady",
-        not_ready_message=f"containers with unready status: [{main_name}]",
-        initializing=waiting_for,
+        not_ready_reason="ContainersNotReady" if phase == "Pending" else _terminal(phase),
+        not_ready_message=(
+            f"containers with unready status: [{main_name}]" if phase == "Pending" else ""
+        ),
+        incomplete=incomplete,
     )
     status = _base(start_time, phase, conditions)
     status["initContainerStatuses"] = list(init_statuses)
-    status["containerStatuses"] = [
-        {
-            "name": main_name,
-            "state": {"waiting": {"reason": "PodInitializing"}},
-            "lastState": {},
-            "ready": False,
-            "restartCount": 0,
-            "image": main_image,
-            "imageID": "",
-            "started": False,
-        }
-    ]
+    status["containerStatuses"] = [waiting_container(main_name, main_image, "PodInitializing")]
+    if reason:
+        status["reason"] = reason
+    if message:
+        status["message"] = message
     return status
+
+
+def lost_init_statuses(
+    init_statuses: Sequence[Mapping[str, Any]], now: datetime.datetime
+) -> list[Json] | None:
+    """For a pod found initializing by a restarted agent: its init containers with the
+    one that was running (or due to restart) marked ContainerStatusUnknown, as the
+    kubelet marks containers it cannot find. None when initialization had completed."""
+    if all(init_completed(s.get("state") or {}) for s in init_statuses):
+        return None
+    result: list[Json] = []
+    for status in init_statuses:
+        state = status.get("state") or {}
+        untouched = "waiting" in state and not status.get("lastState")
+        if init_completed(state) or untouched or "terminated" in state:
+            result.append(dict(status))
+            continue
+        started = (state.get("running") or {}).get("startedAt") or k8s_time(now)
+        lost = {
+            "exitCode": 137,
+            "reason": "ContainerStatusUnknown",
+            "message": LOST_MESSAGE,
+            "startedAt": started,
+            "finishedAt": k8s_time(now),
+        }
+        result.append({**status, "state": {"terminated": lost}, "ready": False, "started": False})
+    return result
 
 
 def status_patch(status: Mapping[str, Any]) -> Json:

@@ -1,9 +1,10 @@
-"""One thread per Pod bound to this node: run its container and report its status.
+"""One thread per Pod bound to this node: run its containers and report its status.
 
 The worker owns the pod from the moment the agent first sees it until the API deletes
-it: it starts the container, reports Running, supervises the process (exit, deadline,
-memory, deletion), reports the terminal status and, once the pod carries a
-deletionTimestamp, kills what is left and removes the pod with grace 0 as a kubelet does.
+it: it runs the init containers in order (init_sequence.py), then starts the main
+container, reports Running, supervises the process (exit, deadline, memory, deletion),
+reports the terminal status and, once the pod carries a deletionTimestamp, kills what is
+left and removes the pod with grace 0 as a kubelet does.
 """
 
 from __future__ import annotations
@@ -16,41 +17,42 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sba_devstack.nodeagent import events, sandbox
-from sba_devstack.nodeagent.container_env import EnvError, build_env, decode_secret, expand
+from sba_devstack.nodeagent import container_spec, events, sandbox
+from sba_devstack.nodeagent.container_env import EnvError
 from sba_devstack.nodeagent.images import ImageEntry, resolve_image
+from sba_devstack.nodeagent.init_sequence import InitSequence, pending_statuses
 from sba_devstack.nodeagent.kube import API_ERRORS, STRATEGIC_MERGE, Json, Kube, KubeError
-from sba_devstack.nodeagent.limits import derive_rlimits, memory_limit_bytes
+from sba_devstack.nodeagent.limits import memory_limit_bytes
 from sba_devstack.nodeagent.logs import log
-from sba_devstack.nodeagent.mounts import mount_table, translate, translate_env
 from sba_devstack.nodeagent.pod_status import (
     DEADLINE_MESSAGE,
+    LOST_MESSAGE,
     ContainerInfo,
     Termination,
     container_reason,
     exit_code_of,
-    init_status,
     initializing_status,
-    k8s_time,
+    lost_init_statuses,
     running_status,
     signal_of,
     status_patch,
     terminated_status,
     termination_message,
+    waiting_container,
     waiting_status,
 )
+from sba_devstack.nodeagent.runs import Run, backoff_seconds, should_restart
 from sba_devstack.nodeagent.settings import NodeAgentSettings
 
-DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 DEFAULT_GRACE_SECONDS = 30
 MEMORY_CHECK_INTERVAL = 0.5
 LOG_TAIL_BYTES = 16384
-MAX_RESTART_BACKOFF = 10.0
 STATUS_RETRIES = 5
 
 
@@ -82,6 +84,19 @@ def _parse_time(value: object) -> datetime.datetime | None:
     return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def _unsupported(containers: Sequence[Json], inits: Sequence[Json]) -> str:
+    """Why this node cannot run the pod's containers at all; "" when it can."""
+    if len(containers) != 1:
+        return (
+            "the sba node agent runs pods with exactly one container "
+            f"(after any init containers), not {len(containers)}"
+        )
+    sidecars = [str(c["name"]) for c in inits if c.get("restartPolicy") == "Always"]
+    if sidecars:
+        return f"the sba node agent does not run sidecar init containers: {', '.join(sidecars)}"
+    return ""
+
+
 class PodWorker:
     def __init__(self, ctx: NodeContext, pod: Json) -> None:
         meta = pod["metadata"]
@@ -96,8 +111,11 @@ class PodWorker:
         self._gone = threading.Event()
         self._pgid: int | None = None
         self._init_statuses: list[Json] = []
-        """initContainerStatuses so far: every later status report carries them."""
-        self._start_time = _parse_time(pod.get("status", {}).get("startTime")) or _now()
+        """initContainerStatuses once initialized: every later status report carries them."""
+        self._dirs = container_spec.PodDirs.of(
+            ctx.settings.work_dir, self.namespace, self.name, self.uid
+        )
+        self.start_time = _parse_time(pod.get("status", {}).get("startTime")) or _now()
         self.thread = threading.Thread(
             target=self._main, name=f"pod-{self.namespace}/{self.name}", daemon=True
         )
@@ -126,7 +144,7 @@ class PodWorker:
         self._kill(signal.SIGKILL)
         self._wake.set()
 
-    # -- helpers ----------------------------------------------------------------------
+    # -- helpers (the public ones serve InitSequence too) -----------------------------
 
     @property
     def pod(self) -> Json:
@@ -145,15 +163,35 @@ class PodWorker:
     def _stopped(self) -> bool:
         return self._ctx.stop.is_set() or self._gone.is_set()
 
+    def deleting(self) -> bool:
+        return self._deleting.is_set()
+
     def _sleep(self, seconds: float) -> None:
         """Sleep, waking early for pod updates; callers re-check their conditions."""
         self._wake.wait(seconds)
         self._wake.clear()
 
+    def pause(self, seconds: float) -> bool:
+        """Sleep `seconds`; False as soon as the pod is being deleted or the agent stops."""
+        until = time.monotonic() + seconds
+        while not (self._stopped() or self._deleting.is_set()):
+            left = until - time.monotonic()
+            if left <= 0:
+                return True
+            self._sleep(left)
+        return False
+
     def _log(self, event: str, **fields: Any) -> None:
         log(event, pod=self._key, uid=self.uid, **fields)
 
-    def _patch_status(self, status: Json) -> None:
+    def log(self, event: str, **fields: Any) -> None:
+        self._log(event, **fields)
+
+    def event(self, container: str, reason: str, message: str, kind: str = "Normal") -> None:
+        node = self._ctx.settings.node_name
+        events.record(self._ctx.kube, self.pod, container, node, reason, message, kind)
+
+    def patch_status(self, status: Json) -> None:
         path = f"/api/v1/namespaces/{self.namespace}/pods/{self.name}/status"
         if self._init_statuses and "initContainerStatuses" not in status:
             status = {**status, "initContainerStatuses": list(self._init_statuses)}
@@ -178,7 +216,7 @@ class PodWorker:
                 return
             time.sleep(0.2 * 2**attempt)
 
-    def _conditions(self) -> list[Json]:
+    def conditions(self) -> list[Json]:
         conditions: list[Json] = self.pod.get("status", {}).get("conditions") or []
         return conditions
 
@@ -228,36 +266,64 @@ class PodWorker:
         if phase in ("Succeeded", "Failed"):
             return
         if phase == "Running" or status.get("containerStatuses"):
-            self._report_lost(spec)
+            self._report_lost(spec, status)
             return
         if self._deleting.is_set():
             return
         containers = spec.get("containers") or []
-        if len(containers) != 1:
-            name = containers[0]["name"] if containers else "main"
-            image = containers[0].get("image", "") if containers else ""
+        inits: list[Json] = spec.get("initContainers") or []
+        refusal = _unsupported(containers, inits)
+        if refusal:
+            first = containers[0] if containers else {"name": "main"}
             self._report_waiting(
-                name,
-                image,
+                first["name"],
+                first.get("image", ""),
                 "CreateContainerConfigError",
-                "the sba node agent runs pods with one container (and any init containers)",
-                phase="Failed",
+                refusal,
+                "Failed",
             )
             return
         container: Json = containers[0]
-        inits: list[tuple[Json, ImageEntry]] = []
-        for init in spec.get("initContainers") or []:
-            init_entry = self._resolve(pod, init, report_as=container)
-            if init_entry is None:
-                return
-            inits.append((init, init_entry))
-        entry = self._resolve(pod, container, report_as=container)
-        if entry is None:
+        resolved = self._resolve_images(pod, container, inits)
+        if resolved is None:
             return
-        self._run_container(spec, container, entry, inits)
+        entry, init_entries = resolved
+        container_spec.prepare(self._dirs, spec, self._identity(spec, container))
+        if init_entries:
+            pod_ref = f"{self.name}_{self.namespace}({self.uid})"
+            policy = spec.get("restartPolicy", "Always")
+            sequence = InitSequence(self, init_entries, container, policy, pod_ref)
+            initialized = sequence.run()
+            self._init_statuses = sequence.statuses
+            if not initialized:
+                return
+        self._run_main(spec, container, entry)
 
-    def _resolve(self, pod: Json, container: Json, report_as: Json) -> ImageEntry | None:
-        """The node's entry for `container`'s image; None (pod failed) when it has none."""
+    def _resolve_images(
+        self, pod: Json, container: Json, inits: list[Json]
+    ) -> tuple[ImageEntry, list[tuple[Json, ImageEntry]]] | None:
+        """The entries for the main and init containers; None (pod failed) if one has none."""
+        init_entries: list[tuple[Json, ImageEntry]] = []
+        for index, init in enumerate(inits):
+            init_entry = self._resolve(pod, init)
+            if isinstance(init_entry, str):
+                statuses = pending_statuses(inits)
+                statuses[index] = waiting_container(
+                    init["name"], init.get("image", ""), "ErrImagePull", init_entry
+                )
+                self._report_initializing(statuses, container, "Failed", "ErrImagePull", init_entry)
+                return None
+            init_entries.append((init, init_entry))
+        entry = self._resolve(pod, container)
+        if isinstance(entry, str):
+            self._report_waiting(
+                container["name"], container.get("image", ""), "ErrImagePull", entry, "Failed"
+            )
+            return None
+        return entry, init_entries
+
+    def _resolve(self, pod: Json, container: Json) -> ImageEntry | str:
+        """The node's entry for `container`'s image, else why not (ErrImagePull)."""
         image = str(container.get("image", ""))
         entry = resolve_image(image, self._ctx.settings.image_map)
         if entry is not None:
@@ -267,179 +333,77 @@ class PodWorker:
             f'Failed to pull image "{image}": not available on node '
             f"{self._ctx.settings.node_name} (SBA_NODE_IMAGE_MAP knows: {known})"
         )
-        self._report_waiting(
-            report_as["name"], str(report_as.get("image", "")), "ErrImagePull", message, "Failed"
-        )
-        events.record(
-            self._ctx.kube,
-            pod,
-            container["name"],
-            self._ctx.settings.node_name,
-            "Failed",
-            message,
-            "Warning",
-        )
-        return None
+        self.event(container["name"], "Failed", message, "Warning")
+        self._log("pod.image_unknown", container=container["name"], image=image)
+        return message
 
-    def _report_lost(self, spec: Mapping[str, Any]) -> None:
-        """A pod that was running before this agent started: its process is unknown."""
+    def _report_lost(self, spec: Mapping[str, Any], status: Mapping[str, Any]) -> None:
+        """A pod that was running (or initializing) before this agent started: its
+        process is unknown, so the pod fails as the kubelet fails containers it lost."""
         containers = spec.get("containers") or [{"name": "main", "image": ""}]
         container = containers[0]
         now = _now()
+        stored_inits: list[Json] = status.get("initContainerStatuses") or []
+        lost_inits = lost_init_statuses(stored_inits, now)
+        if lost_inits is not None:
+            self._report_initializing(lost_inits, container, "Failed")
+            self._log("pod.failed", reason="ContainerStatusUnknown", initializing=True)
+            return
+        self._init_statuses = stored_inits
         info = ContainerInfo(container["name"], container.get("image", ""), "", "")
-        termination = Termination(
-            137,
-            "ContainerStatusUnknown",
-            "The container could not be located when the pod was terminated",
-            self._start_time,
-            now,
-        )
-        self._patch_status(
+        termination = Termination(137, "ContainerStatusUnknown", LOST_MESSAGE, self.start_time, now)
+        self.patch_status(
             terminated_status(
                 info,
                 termination,
                 phase="Failed",
-                start_time=self._start_time,
+                start_time=self.start_time,
                 now=now,
-                existing_conditions=self._conditions(),
+                existing_conditions=self.conditions(),
             )
         )
         self._log("pod.failed", reason="ContainerStatusUnknown", exitCode=137)
 
+    def _report_initializing(
+        self,
+        statuses: list[Json],
+        main: Mapping[str, Any],
+        phase: str,
+        reason: str = "",
+        message: str = "",
+    ) -> None:
+        self.patch_status(
+            initializing_status(
+                statuses,
+                str(main["name"]),
+                str(main.get("image", "")),
+                start_time=self.start_time,
+                now=_now(),
+                existing_conditions=self.conditions(),
+                phase=phase,
+                reason=reason,
+                message=message,
+            )
+        )
+        self._log("pod.waiting", phase=phase, reason=reason, message=message)
+
     def _report_waiting(self, name: str, image: str, reason: str, message: str, phase: str) -> None:
-        self._patch_status(
+        self.patch_status(
             waiting_status(
                 name,
                 image,
                 reason=reason,
                 message=message,
                 phase=phase,
-                start_time=self._start_time,
+                start_time=self.start_time,
                 now=_now(),
-                existing_conditions=self._conditions(),
+                existing_conditions=self.conditions(),
                 pod_message=message if phase == "Failed" else "",
             )
         )
         self._log("pod.waiting", phase=phase, reason=reason, message=message)
 
-    # -- running the container --------------------------------------------------------
-
-    def _dirs(self) -> tuple[Path, Path, Path]:
-        """(scratch dir owned by the sandbox user, root-only run dir, log dir)."""
-        work = self._ctx.settings.work_dir
-        return (
-            work / "pods" / self.uid,
-            work / "run" / self.uid,
-            work / "logs" / f"{self.namespace}_{self.name}_{self.uid}",
-        )
-
-    def _prepare_scratch(self, spec: Mapping[str, Any], identity: sandbox.Identity) -> Path:
-        scratch, run_dir, log_dir = self._dirs()
-        for path in (run_dir, log_dir):
-            path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        subdirs = [scratch, scratch / "home", scratch / "tmp", scratch / "volumes"]
-        for volume in spec.get("volumes") or []:
-            if "emptyDir" in volume:
-                subdirs.append(scratch / "volumes" / volume["name"])
-        for path in subdirs:
-            path.mkdir(parents=True, exist_ok=True)
-        (scratch / "termination-log").touch()
-        if identity.uid is not None:
-            for path in [*subdirs, scratch / "termination-log"]:
-                os.chown(path, identity.uid, identity.gid if identity.gid is not None else -1)
-        scratch.chmod(0o700)
-        return scratch
-
-    def _lookup(self, namespace: str, kind: str, name: str) -> Mapping[str, str] | None:
-        plural = "secrets" if kind == "secret" else "configmaps"
-        obj: Json | None = None
-        for attempt in range(5):
-            try:
-                obj = self._ctx.kube.get(f"/api/v1/namespaces/{namespace}/{plural}/{name}")
-                break
-            except KubeError as err:
-                # The Node authorizer learns pod->secret edges asynchronously.
-                if err.status != 403 or attempt == 4:
-                    raise EnvError(f"cannot read {kind} {namespace}/{name}: {err}") from None
-                time.sleep(0.2 * 2**attempt)
-        if obj is None:
-            return None
-        data: dict[str, str] = dict(obj.get("data") or {})
-        if kind == "secret":
-            return decode_secret(data)
-        return data
-
-    def _mounts(
-        self, spec: Mapping[str, Any], container: Mapping[str, Any], scratch: Path
-    ) -> list[tuple[str, Path]]:
-        volumes = {
-            str(v["name"]): scratch / "volumes" / str(v["name"])
-            for v in spec.get("volumes") or []
-            if "emptyDir" in v
-        }
-        return mount_table(container.get("volumeMounts") or [], volumes)
-
-    def _working_dir(
-        self, container: Mapping[str, Any], mounts: list[tuple[str, Path]], scratch: Path
-    ) -> str:
-        wanted = str(container.get("workingDir") or "")
-        if not wanted:
-            return str(scratch / "home")
-        translated = translate(wanted, mounts)
-        return translated if Path(translated).is_dir() else str(scratch / "home")
-
-    def _build_spec(
-        self,
-        spec: Mapping[str, Any],
-        container: Mapping[str, Any],
-        entry: ImageEntry,
-        identity: sandbox.Identity,
-        scratch: Path,
-        attempt: int,
-    ) -> sandbox.SandboxSpec:
-        base = {
-            "PATH": entry.search_path(),
-            "HOSTNAME": self.name,
-            "HOME": str(scratch / "home"),
-            "TMPDIR": str(scratch / "tmp"),
-            "SBA_TERMINATION_LOG": str(scratch / "termination-log"),
-        }
-        mounts = self._mounts(spec, container, scratch)
-        env = build_env(self.pod, container, self._lookup, base)
-        declared = [str(e.get("name")) for e in container.get("env") or []]
-        env = translate_env(env, declared, mounts)
-        argv = [expand(a, env) for a in container.get("command") or entry.entrypoint]
-        argv += [expand(a, env) for a in container.get("args") or []]
-        argv = [translate(a, mounts) for a in argv]
-        if not argv:
-            raise FileNotFoundError("no command given and the image has no entrypoint")
-        executable = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env["PATH"])
-        if executable is None or not os.access(executable, os.X_OK):
-            raise FileNotFoundError(f'exec: "{argv[0]}": executable file not found in $PATH')
-        limits: Mapping[str, str] = (container.get("resources") or {}).get("limits") or {}
-        deadline = spec.get("activeDeadlineSeconds")
-        rlimits = derive_rlimits(limits, deadline, os.cpu_count() or 1)
-        _, run_dir, log_dir = self._dirs()
-        settings = self._ctx.settings
-        needed = [p for p in entry.path.split(":") if p]
-        needed += [os.path.realpath(executable), str(settings.work_dir), str(scratch)]
-        interpreter = _shebang_interpreter(executable)
-        if interpreter is not None:
-            # A script (e.g. a venv console script) is useless if the sandbox user cannot
-            # reach the interpreter its first line names.
-            needed.append(os.path.realpath(interpreter))
-        return sandbox.SandboxSpec(
-            executable=executable,
-            argv=argv,
-            env=env,
-            cwd=self._working_dir(container, mounts, scratch),
-            identity=identity,
-            rlimits=rlimits,
-            log_path=log_dir / f"{container['name']}-{attempt}.log",
-            spec_path=run_dir / "launch.json",
-            stage_dir=run_dir / "stage",
-            masks=sandbox.masks_for(needed, identity),
-        )
+    # -- running containers -----------------------------------------------------------
 
     def _identity(self, spec: Mapping[str, Any], container: Mapping[str, Any]) -> sandbox.Identity:
         return sandbox.resolve_identity(
@@ -449,195 +413,126 @@ class PodWorker:
             self._ctx.agent_is_root,
         )
 
-    def _run_container(
+    def run_container(
         self,
-        spec: Mapping[str, Any],
         container: Json,
         entry: ImageEntry,
-        inits: Sequence[tuple[Json, ImageEntry]] = (),
-    ) -> None:
+        info: ContainerInfo,
+        on_started: Callable[[datetime.datetime], None],
+    ) -> Run | None:
+        """One run of `container` (init or main) in the sandbox, supervised to its end;
+        None when the pod vanished or the agent stops. Raises EnvError or
+        FileNotFoundError when it cannot be started."""
+        spec = self.pod.get("spec", {})
         identity = self._identity(spec, container)
-        scratch = self._prepare_scratch(spec, identity)
-        if inits and not self._run_inits(spec, container, inits, scratch):
-            return
+        launch = container_spec.build_launch(
+            self.pod,
+            container,
+            entry,
+            identity,
+            self._dirs,
+            info.restart_count,
+            container_spec.source_lookup(self._ctx.kube),
+            self._ctx.settings.work_dir,
+        )
+        started_at = _now()
+        proc = sandbox.spawn(launch)
+        self._pgid = proc.pid
+        self._log(
+            "pod.running",
+            container=info.name,
+            pid=proc.pid,
+            argv=launch.argv,
+            uid_run_as=identity.uid,
+            containerID=info.container_id,
+            restartCount=info.restart_count,
+        )
+        on_started(started_at)
+        outcome = self._supervise(proc, spec, container)
+        sandbox.kill_group(proc.pid, signal.SIGKILL)  # whatever it left behind
+        self._pgid = None
+        if outcome.killed_for in ("gone", "stop"):
+            self._log("pod.killed", container=info.name, reason=outcome.killed_for)
+            return None
+        termination = self._termination(outcome, container, launch, started_at)
+        return Run(info, termination, outcome.killed_for)
+
+    def _run_main(self, spec: Mapping[str, Any], container: Json, entry: ImageEntry) -> None:
         policy = spec.get("restartPolicy", "Always")
         restart_count = 0
         last: Termination | None = None
         last_id = ""
         image = str(container.get("image", ""))
         name = str(container["name"])
-        node = self._ctx.settings.node_name
         while not self._stopped():
-            container_id = f"sba://{uuid.uuid4().hex}"
             info = ContainerInfo(
-                name, image, entry.image_id(), container_id, restart_count, last, last_id
+                name,
+                image,
+                entry.image_id(),
+                f"sba://{uuid.uuid4().hex}",
+                restart_count,
+                last,
+                last_id,
             )
             try:
-                launch = self._build_spec(spec, container, entry, identity, scratch, restart_count)
+                run = self.run_container(container, entry, info, partial(self._started, info))
             except EnvError as err:
                 self._report_waiting(name, image, "CreateContainerConfigError", str(err), "Pending")
-                self._sleep(2.0)
-                if self._deleting.is_set():
-                    return
-                continue
+                if self.pause(2.0):
+                    continue
+                return
             except FileNotFoundError as err:
                 now = _now()
                 termination = Termination(128, "StartError", str(err), now, now)
-                outcome_phase = "Failed"
-                self._finish(info, termination, outcome_phase, None)
+                self._finish(info, termination, "Failed", None)
                 return
-            started_at = _now()
-            proc = sandbox.spawn(launch)
-            self._pgid = proc.pid
-            self._log(
-                "pod.running",
-                pid=proc.pid,
-                argv=launch.argv,
-                uid_run_as=identity.uid,
-                containerID=container_id,
-                restartCount=restart_count,
-            )
-            self._patch_status(
-                running_status(
-                    info,
-                    started_at=started_at,
-                    start_time=self._start_time,
-                    now=started_at,
-                    existing_conditions=self._conditions(),
-                )
-            )
-            if restart_count == 0:
-                events.record(
-                    self._ctx.kube,
-                    self.pod,
-                    name,
-                    node,
-                    "Pulled",
-                    f'Container image "{image}" already present on machine',
-                )
-            events.record(
-                self._ctx.kube, self.pod, name, node, "Started", f"Started container {name}"
-            )
-            outcome = self._supervise(proc, spec, container)
-            sandbox.kill_group(proc.pid, signal.SIGKILL)  # whatever it left behind
-            self._pgid = None
-            if outcome.killed_for in ("gone", "stop"):
-                self._log("pod.killed", reason=outcome.killed_for)
+            if run is None:
                 return
-            termination = self._termination(outcome, container, launch, scratch, started_at)
-            restart = (outcome.killed_for is None or outcome.killed_for == "oom") and (
-                policy == "Always" or (policy == "OnFailure" and termination.exit_code != 0)
-            )
-            if restart and not self._deleting.is_set():
+            termination = run.termination
+            if should_restart(policy, run) and not self._deleting.is_set():
                 self._log(
                     "pod.restarting", exitCode=termination.exit_code, reason=termination.reason
                 )
                 restart_count += 1
-                last, last_id = termination, container_id
-                self._sleep(min(MAX_RESTART_BACKOFF, 0.5 * 2**restart_count))
+                last, last_id = termination, info.container_id
+                self._sleep(backoff_seconds(restart_count))
                 continue
             phase = (
                 "Succeeded"
-                if termination.exit_code == 0 and outcome.killed_for != "deadline"
+                if termination.exit_code == 0 and run.killed_for != "deadline"
                 else "Failed"
             )
-            self._finish(info, termination, phase, outcome.killed_for)
+            self._finish(info, termination, phase, run.killed_for)
             return
 
-    def _run_inits(
-        self,
-        spec: Mapping[str, Any],
-        main: Mapping[str, Any],
-        inits: Sequence[tuple[Json, ImageEntry]],
-        scratch: Path,
-    ) -> bool:
-        """Run each init container to completion, in order; False when the pod ends here.
-
-        A failed init container fails the pod (the restartPolicy Never of tool Jobs; the
-        kubelet would restart it under OnFailure/Always, which no pod here asks for).
-        """
-        main_name, main_image = str(main["name"]), str(main.get("image", ""))
-        node = self._ctx.settings.node_name
-        for init, entry in inits:
-            name, image = str(init["name"]), str(init.get("image", ""))
-            container_id = f"sba://{uuid.uuid4().hex}"
-            info = ContainerInfo(name, image, entry.image_id(), container_id)
-            try:
-                launch = self._build_spec(spec, init, entry, self._identity(spec, init), scratch, 0)
-            except (EnvError, FileNotFoundError) as err:
-                now = _now()
-                failed = Termination(128, "StartError", str(err), now, now)
-                self._init_statuses.append(init_status(info, failed.state(container_id)))
-                self._report_init_failed(main_name, main_image, name, failed)
-                return False
-            started_at = _now()
-            proc = sandbox.spawn(launch)
-            self._pgid = proc.pid
-            self._log("pod.init_running", container=name, pid=proc.pid, argv=launch.argv)
-            running = init_status(info, {"running": {"startedAt": k8s_time(started_at)}})
-            self._patch_status(
-                initializing_status(
-                    [*self._init_statuses, running],
-                    main_name,
-                    main_image,
-                    waiting_for=name,
-                    start_time=self._start_time,
-                    now=started_at,
-                    existing_conditions=self._conditions(),
-                )
-            )
-            events.record(
-                self._ctx.kube, self.pod, name, node, "Started", f"Started container {name}"
-            )
-            outcome = self._supervise(proc, spec, init)
-            sandbox.kill_group(proc.pid, signal.SIGKILL)
-            self._pgid = None
-            if outcome.killed_for in ("gone", "stop"):
-                self._log("pod.killed", reason=outcome.killed_for)
-                return False
-            termination = self._termination(outcome, init, launch, scratch, started_at)
-            self._init_statuses.append(init_status(info, termination.state(container_id)))
-            if termination.exit_code != 0 or outcome.killed_for is not None:
-                self._report_init_failed(main_name, main_image, name, termination)
-                return False
-            self._log("pod.init_completed", container=name)
-        return True
-
-    def _report_init_failed(
-        self, main_name: str, main_image: str, name: str, termination: Termination
-    ) -> None:
-        self._patch_status(
-            initializing_status(
-                self._init_statuses,
-                main_name,
-                main_image,
-                waiting_for=name,
-                start_time=self._start_time,
-                now=_now(),
-                existing_conditions=self._conditions(),
-                phase="Failed",
+    def _started(self, info: ContainerInfo, at: datetime.datetime) -> None:
+        self.patch_status(
+            running_status(
+                info,
+                started_at=at,
+                start_time=self.start_time,
+                now=at,
+                existing_conditions=self.conditions(),
             )
         )
-        self._log(
-            "pod.failed",
-            initContainer=name,
-            exitCode=termination.exit_code,
-            reason=termination.reason,
-            message=termination.message[:200],
-        )
+        if info.restart_count == 0:
+            self.event(
+                info.name, "Pulled", f'Container image "{info.image}" already present on machine'
+            )
+        self.event(info.name, "Started", f"Started container {info.name}")
 
     def _finish(
         self, info: ContainerInfo, termination: Termination, phase: str, killed_for: str | None
     ) -> None:
         deadline = killed_for == "deadline"
-        self._patch_status(
+        self.patch_status(
             terminated_status(
                 info,
                 termination,
                 phase=phase,
-                start_time=self._start_time,
+                start_time=self.start_time,
                 now=_now(),
-                existing_conditions=self._conditions(),
+                existing_conditions=self.conditions(),
                 reason="DeadlineExceeded" if deadline else "",
                 message=DEADLINE_MESSAGE if deadline else "",
             )
@@ -654,11 +549,10 @@ class PodWorker:
         outcome: Outcome,
         container: Mapping[str, Any],
         launch: sandbox.SandboxSpec,
-        scratch: Path,
         started_at: datetime.datetime,
     ) -> Termination:
         exit_code = exit_code_of(outcome.returncode)
-        written = _read_head(scratch / "termination-log", 4096)
+        written = _read_head(self._dirs.termination_log, 4096)
         tail = _read_tail(launch.log_path, LOG_TAIL_BYTES)
         message = termination_message(
             written, container.get("terminationMessagePolicy"), exit_code, tail
@@ -669,7 +563,7 @@ class PodWorker:
             deadline=outcome.killed_for == "deadline",
         )
         # Truncate the file so a restarted container starts with an empty message.
-        (scratch / "termination-log").write_bytes(b"")
+        self._dirs.termination_log.write_bytes(b"")
         return Termination(
             exit_code, reason, message, started_at, _now(), signal_of(outcome.returncode)
         )
@@ -681,11 +575,12 @@ class PodWorker:
         memory_limit = memory_limit_bytes(limits)
         deadline_seconds = spec.get("activeDeadlineSeconds")
         deadline_at = (
-            self._start_time + datetime.timedelta(seconds=int(deadline_seconds))
+            self.start_time + datetime.timedelta(seconds=int(deadline_seconds))
             if deadline_seconds is not None
             else None
         )
         default_grace = int(spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS))
+        name = str(container["name"])
         killed_for: str | None = None
         kill_at: float | None = None
         next_memory_check = 0.0
@@ -700,12 +595,11 @@ class PodWorker:
             if killed_for is None:
                 if self._deleting.is_set():
                     grace = self.pod["metadata"].get("deletionGracePeriodSeconds", default_grace)
-                    killed_for, kill_at = "delete", self._terminate(proc, int(grace), "delete")
+                    kill_at = self._terminate(proc, name, int(grace), "delete")
+                    killed_for = "delete"
                 elif deadline_at is not None and _now() >= deadline_at:
-                    killed_for, kill_at = (
-                        "deadline",
-                        self._terminate(proc, default_grace, "deadline"),
-                    )
+                    kill_at = self._terminate(proc, name, default_grace, "deadline")
+                    killed_for = "deadline"
                 elif memory_limit is not None and mono >= next_memory_check:
                     next_memory_check = mono + MEMORY_CHECK_INTERVAL
                     rss = sandbox.group_rss_bytes(proc.pid)
@@ -718,17 +612,15 @@ class PodWorker:
                 kill_at = None
             self._sleep(self._ctx.settings.poll_interval)
 
-    def _terminate(self, proc: subprocess.Popen[bytes], grace: int, why: str) -> float:
+    def _terminate(self, proc: subprocess.Popen[bytes], name: str, grace: int, why: str) -> float:
         """SIGTERM the group now; returns when (monotonic) to follow up with SIGKILL."""
-        self._log("pod.killing", reason=why, gracePeriodSeconds=grace)
-        pod = self.pod
-        name = pod["spec"]["containers"][0]["name"]
+        self._log("pod.killing", container=name, reason=why, gracePeriodSeconds=grace)
         message = (
             f"Stopping container {name}"
             if why == "delete"
             else f"Container {name} exceeded the pod's activeDeadlineSeconds"
         )
-        events.record(self._ctx.kube, pod, name, self._ctx.settings.node_name, "Killing", message)
+        self.event(name, "Killing", message)
         if grace <= 0:
             sandbox.kill_group(proc.pid, signal.SIGKILL)
         else:
@@ -736,10 +628,9 @@ class PodWorker:
         return time.monotonic() + max(grace, 0)
 
     def _cleanup(self) -> None:
-        scratch, run_dir, _ = self._dirs()
         if self._gone.is_set() or self._deleting.is_set():
-            shutil.rmtree(scratch, ignore_errors=True)
-        shutil.rmtree(run_dir, ignore_errors=True)
+            shutil.rmtree(self._dirs.scratch, ignore_errors=True)
+        shutil.rmtree(self._dirs.run, ignore_errors=True)
 
 
 def _read_head(path: Path, size: int) -> bytes:
@@ -758,16 +649,3 @@ def _read_tail(path: Path, size: int) -> bytes:
             return fh.read()
     except OSError:
         return b""
-
-
-def _shebang_interpreter(executable: str) -> str | None:
-    """The absolute interpreter path on a script's `#!` line, if it has one."""
-    try:
-        with open(executable, "rb") as script:
-            first = script.readline(512)
-    except OSError:
-        return None
-    if not first.startswith(b"#!"):
-        return None
-    parts = first[2:].decode(errors="replace").split()
-    return parts[0] if parts and parts[0].startswith("/") else None
