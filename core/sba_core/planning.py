@@ -9,11 +9,12 @@ of its answer are pure code in `sba_core.llm_planning`.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sba_core.intents import actions
-from sba_core.models.run import AgentRunSpec
+from sba_core.models.run import AgentRunSpec, PlanStep
 from sba_core.tools.names import ToolName
 from sba_core.tools.registry import ToolContractError, ToolRegistry
 
@@ -96,6 +97,14 @@ def plannable_registry(
     return ToolRegistry([spec for name, spec in registry.items() if name != ToolName.LLM_GENERATE])
 
 
+def explicit_steps(plan: Sequence[PlanStep]) -> list[PlannedStep]:
+    """An explicit spec.plan as planned steps (a step without an id is `s<position>`)."""
+    return [
+        PlannedStep(step.id or f"s{i + 1}", str(step.tool), dict(step.params))
+        for i, step in enumerate(plan)
+    ]
+
+
 def validate_steps(
     steps: list[PlannedStep], registry: ToolRegistry, max_steps: int
 ) -> tuple[PlannedStep, ...]:
@@ -152,10 +161,7 @@ class BuiltinPlanner:
     def plan_sync(self, spec: AgentRunSpec) -> Plan:
         max_steps = spec.options.max_steps
         if spec.plan:
-            steps = [
-                PlannedStep(step.id or f"s{i + 1}", str(step.tool), dict(step.params))
-                for i, step in enumerate(spec.plan)
-            ]
+            steps = explicit_steps(spec.plan)
             return Plan(validate_steps(steps, self._registry, max_steps), planner="explicit")
         intended = actions(spec.prompt, self._registry, spec.options.locale)
         if intended:

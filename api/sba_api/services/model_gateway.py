@@ -29,6 +29,7 @@ from sba_api.services import agent_turns
 from sba_api.services._boundary import store_boundary
 from sba_api.services.gateway import GatewayService
 from sba_api.services.model_config import ModelConfigSource
+from sba_api.services.step_events import add_step_event
 from sba_api.services.token_stream import TokenBatcher
 from sba_core.answers import answer_language, hits_from_results, render_prompt
 from sba_core.events import EventType
@@ -52,7 +53,6 @@ from sba_llm import (
     Provider,
     TextDelta,
 )
-from sba_store.eventbus import announce
 from sba_store.events import EventRepository
 from sba_store.plans import TokenUsageRepository
 from sba_store.records import NewEvent
@@ -287,29 +287,17 @@ class ModelGatewayService:
         raise ModelUnavailable("the model kept failing mid-answer")
 
     async def _write_tokens(self, claims: StepClaims, offset: int, text: str) -> None:
-        run_id = UUID(claims.run_id)
-        with store_boundary("record streamed tokens"):
-            inserted = await self._events.append(
-                run_id,
-                claims.tenant,
-                [
-                    NewEvent(
-                        dedupe_key=f"token:{claims.step_id}:{claims.attempt}:{offset}",
-                        type=str(EventType.TOKEN),
-                        payload={
-                            "stepId": claims.step_id,
-                            "attempt": claims.attempt,
-                            "offset": offset,
-                            "text": text,
-                        },
-                    )
-                ],
-            )
-        if inserted:
-            try:
-                await announce(self._redis, claims.run_id, inserted[-1].seq)
-            except Exception as exc:  # readers poll Postgres on their heartbeat anyway
-                log.warning("could not announce tokens of run %s: %s", claims.run_id, exc)
+        event = NewEvent(
+            dedupe_key=f"token:{claims.step_id}:{claims.attempt}:{offset}",
+            type=str(EventType.TOKEN),
+            payload={
+                "stepId": claims.step_id,
+                "attempt": claims.attempt,
+                "offset": offset,
+                "text": text,
+            },
+        )
+        await add_step_event(self._events, self._redis, claims, event, "record streamed tokens")
 
     async def _meter(self, tenant: str, day: date, completion: Completion) -> None:
         tokens = completion.total_tokens

@@ -30,7 +30,7 @@ from sba_core.group import (
     tenant_namespace,
 )
 from sba_core.models.run import AgentRunStatus, RunPhase, RunRequest
-from sba_core.planning import PlannedStep, PlanningError
+from sba_core.planning import PlanningError, explicit_steps
 from sba_core.tools.catalog import validate_plan
 from sba_store.audit import AuditRepository
 from sba_store.records import RunRecord
@@ -111,10 +111,7 @@ class RunService:
         """Refuse an explicit plan the operator would fail, before anything is created."""
         if not spec.plan:
             return
-        steps = [
-            PlannedStep(step.id or f"s{i + 1}", str(step.tool), dict(step.params))
-            for i, step in enumerate(spec.plan)
-        ]
+        steps = explicit_steps(spec.plan)
         namespace = tenant_namespace(spec.tenant)
         catalog = await self._tools.catalog_for(namespace, need=[s.tool for s in steps])
         try:

@@ -7,22 +7,16 @@ Reports are accepted only while the attempt has no outcome.
 
 from __future__ import annotations
 
-import logging
-from uuid import UUID
-
 from redis.asyncio import Redis
 
 from sba_api.errors import Conflict
 from sba_api.schemas import StepProgressIn, StepProgressRecorded
-from sba_api.services._boundary import store_boundary
 from sba_api.services.gateway import GatewayService
+from sba_api.services.step_events import add_step_event
 from sba_core.events import EventType
 from sba_core.step_token import StepClaims
-from sba_store.eventbus import announce
 from sba_store.events import EventRepository
 from sba_store.records import NewEvent
-
-log = logging.getLogger(__name__)
 
 
 class StepProgressService:
@@ -44,21 +38,12 @@ class StepProgressService:
         }
         if body.percent is not None:
             payload["percent"] = body.percent
-        with store_boundary("record the step's progress"):
-            inserted = await self._events.append(
-                UUID(claims.run_id),
-                claims.tenant,
-                [
-                    NewEvent(
-                        dedupe_key=f"progress:{claims.step_id}:{claims.attempt}:{body.seq}",
-                        type=str(EventType.STEP_PROGRESS),
-                        payload=payload,
-                    )
-                ],
-            )
-        if inserted:
-            try:
-                await announce(self._redis, claims.run_id, inserted[-1].seq)
-            except Exception as exc:  # readers poll Postgres on their heartbeat anyway
-                log.warning("could not announce progress of run %s: %s", claims.run_id, exc)
-        return StepProgressRecorded(seq=body.seq, stored=bool(inserted))
+        event = NewEvent(
+            dedupe_key=f"progress:{claims.step_id}:{claims.attempt}:{body.seq}",
+            type=str(EventType.STEP_PROGRESS),
+            payload=payload,
+        )
+        stored = await add_step_event(
+            self._events, self._redis, claims, event, "record the step's progress"
+        )
+        return StepProgressRecorded(seq=body.seq, stored=stored)

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from sba_api.kube import KubeClient
 from sba_api.watch_cache import WatchCache
-from sba_core.tools.catalog import ToolCatalog, definition_of
+from sba_core.tools.catalog import ToolCatalog
 from sba_core.tools.registry import ToolRegistry
 
 DEFAULT_TTL_SECONDS = 5.0
@@ -70,9 +70,7 @@ class ToolCatalogService:
         generations = (cluster[0], namespaced[0])
         if self._from_watch is not None and self._from_watch[0] == generations:
             return self._from_watch[1]
-        catalog = ToolCatalog(self._builtins)
-        catalog.replace_all("ClusterTool", [definition_of("ClusterTool", o) for o in cluster[1]])
-        catalog.replace_all("Tool", [definition_of("Tool", o) for o in namespaced[1]])
+        catalog = ToolCatalog(self._builtins).load(cluster[1], namespaced[1])
         self._from_watch = (generations, catalog)
         return catalog
 
@@ -90,9 +88,7 @@ class ToolCatalogService:
             cluster, namespaced = (
                 await self._kube.list_user_tools(namespace) if self._kube else ([], [])
             )
-            catalog = ToolCatalog(self._builtins)
-            catalog.replace_all("ClusterTool", [definition_of("ClusterTool", o) for o in cluster])
-            catalog.replace_all("Tool", [definition_of("Tool", o) for o in namespaced])
+            catalog = ToolCatalog(self._builtins).load(cluster, namespaced)
             self._cached[namespace] = (time.monotonic(), catalog)
             future.set_result(catalog)
             return catalog

@@ -7,7 +7,7 @@ pin or replace a catalog tool); the builtins' names are reserved for the builtin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -151,6 +151,14 @@ class ToolCatalog:
             for d in definitions:
                 self._namespaced.setdefault(d.namespace or "", {})[d.name] = d
         self._cache.clear()
+
+    def load(
+        self, cluster_tools: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]]
+    ) -> ToolCatalog:
+        """Every ClusterTool and Tool as freshly listed objects say (replacing all)."""
+        self.replace_all("ClusterTool", [definition_of("ClusterTool", o) for o in cluster_tools])
+        self.replace_all("Tool", [definition_of("Tool", o) for o in tools])
+        return self
 
     def definitions(self, namespace: str) -> dict[str, Definition]:
         """The user tools visible in `namespace`, usable or not, by name."""

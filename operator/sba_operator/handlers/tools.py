@@ -29,8 +29,7 @@ class ToolDriver:
 
     async def load(self) -> None:
         cluster, namespaced = await self.kube.list_user_tools()
-        self.catalog.replace_all("ClusterTool", [definition_of("ClusterTool", o) for o in cluster])
-        self.catalog.replace_all("Tool", [definition_of("Tool", o) for o in namespaced])
+        self.catalog.load(cluster, namespaced)
         log.info("tool catalog loaded: %d ClusterTools, %d Tools", len(cluster), len(namespaced))
 
     async def changed(

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from sba_core import group
 from sba_core.models.run import AgentRunSpec
-from sba_core.planning import PlannedStep, PlanningError
+from sba_core.planning import PlanningError, explicit_steps
 from sba_core.tools.catalog import ToolCatalog, UserKind, definition_of, validate_plan
 from sba_operator.settings import AdmissionSettings
 
@@ -31,12 +31,8 @@ def run_refusal(spec: Mapping[str, Any], namespace: str, catalog: ToolCatalog) -
         return None  # the CRD's schema speaks for the spec's shape
     if not parsed.plan:
         return None  # planned by the operator, over the tools the namespace has
-    steps = [
-        PlannedStep(step.id or f"s{i + 1}", step.tool, dict(step.params))
-        for i, step in enumerate(parsed.plan)
-    ]
     try:
-        validate_plan(catalog, namespace, steps, parsed.options.max_steps)
+        validate_plan(catalog, namespace, explicit_steps(parsed.plan), parsed.options.max_steps)
     except PlanningError as exc:
         return f"spec.plan: {exc}"
     return None
