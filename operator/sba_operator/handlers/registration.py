@@ -25,12 +25,14 @@ from sba_core.tools.catalog import ToolCatalog
 from sba_core.tools.registry import ToolRegistry, builtin_registry
 from sba_operator.adapters.llm_planner import ChatCompletions, LLMPlanner
 from sba_operator.handlers.errors import to_kopf
+from sba_operator.handlers.indexes import KopfRunIndexes, register_indexes
 from sba_operator.handlers.runs import PlannerFactory, RunDriver
 from sba_operator.handlers.scheduler import WakeScheduler
 from sba_operator.handlers.tenants import TenantDriver, platform_of, register_tenant_handlers
 from sba_operator.handlers.tools import ToolDriver, register_tool_handlers
 from sba_operator.handlers.webhooks import configure_webhook_server, register_webhooks
 from sba_operator.kube import Kube, new_api_client
+from sba_operator.kube.view import IndexedReads
 from sba_operator.metrics import OperatorMetrics
 from sba_operator.reconcile import KubeEvent
 from sba_operator.settings import PlannerKind, PlannerSettings, Settings
@@ -297,8 +299,9 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
     watching.client_timeout = settings.kubernetes.client_timeout
     watching.connect_timeout = settings.kubernetes.connect_timeout
     watching.reconnect_backoff = 1.0
-    # Server-side filtering: only our tool Jobs reach the operator.
+    # Server-side filtering: only our tool Jobs and their pods reach the operator.
     watching.label_selectors["batch", "v1", "jobs"] = group.LABEL_RUN_UID
+    watching.label_selectors["", "v1", "pods"] = group.LABEL_RUN_UID
 
     networking = kopf_settings.networking
     networking.request_timeout = settings.kubernetes.request_timeout
@@ -342,6 +345,8 @@ def _owner_run(body: Mapping[str, Any]) -> tuple[str, str] | None:
 def build_registry(*, admission: bool = False) -> kopf.OperatorRegistry:
     """`admission`: also serve the validating webhook (needs settings.admission)."""
     registry = kopf.OperatorRegistry()
+    # What reconciles read, from memory (before any handler: Kopf fills them first).
+    register_indexes(registry)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -350,12 +355,15 @@ def build_registry(*, admission: bool = False) -> kopf.OperatorRegistry:
         return info
 
     @kopf.on.startup(registry=registry)
-    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
         ours = memo.get("settings")
         if not isinstance(ours, Settings):
             raise kopf.PermanentError("memo.settings must hold sba_operator.settings.Settings")
         configure_kopf(settings, ours)
         memo["ctx"] = ctx = await create_context(ours)
+        indexes = KopfRunIndexes.from_kwargs(kwargs)
+        if indexes is not None:  # live objects, still empty: Kopf fills them before handlers
+            ctx.runs.reads = IndexedReads(indexes, ctx.kube)
         try:
             await ctx.tools.load()  # before any run is reconciled against the catalog
         except Exception as exc:
@@ -420,7 +428,7 @@ def build_registry(*, admission: bool = False) -> kopf.OperatorRegistry:
         ctx = _ctx(memo)
         run_name = str((body.get("spec") or {}).get("run", ""))
         try:
-            run = await ctx.kube.get_agentrun(namespace, run_name) if run_name else None
+            run = await ctx.runs.reads.agentrun(namespace, run_name) if run_name else None
             if run is None:
                 await ctx.runs.answer_orphan_approval(namespace, name, run_name)
                 return

@@ -1,9 +1,10 @@
 """The run driver: observe, decide (pure), execute. One reconcile per run at a time.
 
 `RunDriver.reconcile(namespace, name, uid)` is what every AgentRun and Job
-event calls. It reads the fresh AgentRun, its Jobs and the stored tool calls,
-asks `sba_operator.reconcile.decide_run` what to do, and does it in a
-crash-safe order:
+event calls. It reads the AgentRun, its Jobs, Approvals and Tenant from memory
+(`self.reads`: Kopf's watch-fed indexes plus our own latest writes) and the
+stored tool calls from Postgres, asks `sba_operator.reconcile.decide_run` what to
+do, and does it in a crash-safe order:
 
 1. upsert the run row (first sight) and record each starting attempt in `tool_calls`;
 2. create the step-token Secret and the Job (a 409 adopts ours, never duplicates);
@@ -48,6 +49,7 @@ from sba_core.tools.catalog import ToolCatalog
 from sba_core.tools.registry import ToolRegistry
 from sba_operator.adapters.llm_planner import LLMPlanningFailed
 from sba_operator.kube import Conflict, Kube
+from sba_operator.kube.view import ClusterReads, DirectReads
 from sba_operator.metrics import OperatorMetrics
 from sba_operator.reconcile import (
     Decision,
@@ -125,9 +127,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _job_finished(job: Mapping[str, Any]) -> bool:
+def _job_failed(job: Mapping[str, Any]) -> bool:
     for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+        if cond.get("type") == "Failed" and cond.get("status") == "True":
             return True
     return False
 
@@ -217,6 +219,9 @@ class RunDriver:
         self.scheduler: WakeScheduler | None = None
         """Set by the registration: wakes runs at their Decision.wake_at."""
         self.kube = kube
+        """Writes (and the reads of `DirectReads`)."""
+        self.reads: ClusterReads = DirectReads(kube)
+        """What reconciles read; the registration swaps in the watch-fed indexes."""
         self.runs = runs
         self.events = events
         self.tool_calls = tool_calls
@@ -243,7 +248,8 @@ class RunDriver:
     async def _reconcile_retrying(self, namespace: str, name: str, uid: str) -> Decision | None:
         for attempt in range(STATUS_CONFLICT_RETRIES):
             try:
-                return await self._reconcile_once(namespace, name, uid)
+                # After a 409 the memory is behind another writer: read that run directly.
+                return await self._reconcile_once(namespace, name, uid, fresh=attempt > 0)
             except Conflict:
                 # Our status write raced another writer: re-read and decide again.
                 if attempt == STATUS_CONFLICT_RETRIES - 1:
@@ -265,7 +271,7 @@ class RunDriver:
         tenant = None
         spec_tenant = (obj.get("spec") or {}).get("tenant")
         if isinstance(spec_tenant, str) and spec_tenant:
-            raw_tenant = await self.kube.get_tenant(spec_tenant)
+            raw_tenant = await self.reads.tenant(spec_tenant)
             tenant = tenant_view(raw_tenant)
             if tenant is not None and raw_tenant is not None:
                 tenant = replace(tenant, approval_policy=_approval_policy(raw_tenant))
@@ -273,17 +279,18 @@ class RunDriver:
         if status.phase is RunPhase.PENDING and tenant is not None:
             peers = tuple(
                 peer
-                for raw in await self.kube.list_agentruns(namespace)
+                for raw in await self.reads.agentruns(namespace)
                 if (peer := _peer(raw)) is not None
             )
         running = [s for s in status.steps if s.phase is StepPhase.RUNNING]
         finished_jobs = {s.job_name for s in running if s.job_name}
         jobs: dict[str, ObservedJob] = {}
-        for raw in await self.kube.list_run_jobs(namespace, uid):
+        for raw in await self.reads.run_jobs(namespace, uid):
             job_name = str((raw.get("metadata") or {}).get("name", ""))
             pods: list[dict[str, Any]] = []
-            if job_name in finished_jobs and _job_finished(raw):
-                pods = await self.kube.list_job_pods(namespace, job_name)
+            if job_name in finished_jobs and _job_failed(raw):
+                # Only a failed step's error comes from its pod (the termination message).
+                pods = await self.reads.job_pods(namespace, job_name)
             jobs[job_name] = observe_job(raw, pods)
         plan, await_plan, refusal = await self._observe_plan(obj, uid, status.phase, tenant)
         turns = await self._turn_results(obj, uid, status.phase)
@@ -537,13 +544,9 @@ class RunDriver:
         self, namespace: str, run_name: str
     ) -> tuple[ObservedApproval, ...]:
         found: list[ObservedApproval] = []
-        for raw in await self.kube.list_approvals(namespace):
+        for raw in await self.reads.unanswered_approvals(namespace, run_name):
             spec = raw.get("spec") or {}
-            if spec.get("run") != run_name or (raw.get("status") or {}).get("outcome"):
-                continue
             meta = raw.get("metadata") or {}
-            if meta.get("deletionTimestamp"):
-                continue
             created = parse_time(meta.get("creationTimestamp")) or self.clock()
             found.append(ObservedApproval(str(meta.get("name", "")), spec, created))
         found.sort(key=lambda a: (a.created_at, a.name))
@@ -551,8 +554,10 @@ class RunDriver:
 
     # -- decide + execute ------------------------------------------------------------------
 
-    async def _reconcile_once(self, namespace: str, name: str, uid: str) -> Decision | None:
-        obj = await self.kube.get_agentrun(namespace, name)
+    async def _reconcile_once(
+        self, namespace: str, name: str, uid: str, *, fresh: bool = False
+    ) -> Decision | None:
+        obj = await self.reads.agentrun(namespace, name, fresh=fresh)
         if obj is None or (obj.get("metadata") or {}).get("uid") != uid:
             return None
         meta = obj.get("metadata") or {}
@@ -629,14 +634,16 @@ class RunDriver:
             await self.kube.delete_job(namespace, job)
         if decision.status_changed:
             version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
-            await self.kube.replace_agentrun_status(
+            written = await self.kube.replace_agentrun_status(
                 namespace, name, version, decision.status.wire()
             )
+            self.reads.wrote_agentrun(written)
         # After the status write (which records each counted decision), so a retried
         # reconcile after a 409 neither audits twice nor answers an Approval early.
         await self._write_audit(decision)
         for update in decision.approval_updates:
             await self.kube.patch_approval_status(namespace, update.name, update.status)
+            self.reads.answered_approval(namespace, update.name)
             self._post_approval_event(namespace, update.name, update.status)
         for secret in decision.delete_secrets:
             await self.kube.delete_secret(namespace, secret)
@@ -722,7 +729,7 @@ class RunDriver:
         if self.scheduler is None:
             return
         pending = sorted(
-            (peer for raw in await self.kube.list_agentruns(namespace) if (peer := _peer(raw))),
+            (peer for raw in await self.reads.agentruns(namespace) if (peer := _peer(raw))),
             key=lambda p: p.queue_key,
         )
         now = self.clock()
@@ -751,6 +758,7 @@ class RunDriver:
             ],
         )
         await self.kube.patch_approval_status(namespace, name, status.wire())
+        self.reads.answered_approval(namespace, name)
         self._post_approval_event(namespace, name, status.wire())
 
     def _post_approval_event(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
@@ -781,6 +789,7 @@ class RunDriver:
         status = parse_status(body.get("status"))
         tenant = (body.get("spec") or {}).get("tenant")
         uid = str(meta.get("uid", ""))
+        self.reads.forget_agentrun(str(meta.get("namespace", "")), str(meta.get("name", "")))
         if self.scheduler is not None:
             self.scheduler.forget(uid)
         if self.metrics is not None:
@@ -850,7 +859,7 @@ class RunDriver:
             tenant_id=tenant,
             params=dict(start.params),
         )
-        existing_job = await self.kube.get_job(ref.namespace, start.job_name)
+        existing_job = await self.reads.job(ref.namespace, start.job_name)
         if existing_job is not None:
             labels = (existing_job.get("metadata") or {}).get("labels") or {}
             if labels_match(labels, ref, start.step_id, start.attempt):
@@ -865,7 +874,7 @@ class RunDriver:
         # The tool pod continues this span's trace for its gateway calls.
         job = with_traceparent(start.job, current_traceparent())
         try:
-            await self.kube.create_job(ref.namespace, job)
+            self.reads.created_job(await self.kube.create_job(ref.namespace, job))
         except Conflict:
             existing_job = await self.kube.get_job(ref.namespace, start.job_name)
             if existing_job is None:

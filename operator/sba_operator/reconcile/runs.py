@@ -547,7 +547,6 @@ class _Run:
             "phase:pending", EventType.PENDING, {"name": self.name, "namespace": self.namespace}
         )
         self.event("phase:planning", EventType.PLANNING)
-        self.kube("Planning", "planning the run")
 
     def finish_planning(self) -> bool:
         refusal = self.obs.plan_refusal
@@ -603,7 +602,6 @@ class _Run:
                 "steps": [{"id": s.id, "tool": s.tool, "params": s.params} for s in plan.steps],
             },
         )
-        self.kube("Planned", message)
         self.fire(Trigger.PLANNED)
         self.condition(COND_SUCCEEDED, "Unknown", "Executing", "running the plan's steps")
         self.event("phase:executing", EventType.EXECUTING)
@@ -685,9 +683,6 @@ class _Run:
                 "jobName": name,
             },
         )
-        self.kube(
-            "StepStarted", f"step {step.id} ({step.tool}) attempt {step.attempts}: Job {name}"
-        )
 
     def rate_limited(self, step: StepStatus, limited: RateLimited) -> None:
         """No slot in the tenant's tool-call window: the step waits (pending, or in backoff)
@@ -755,7 +750,6 @@ class _Run:
                 **({"artifactId": artifact} if artifact else {}),
             },
         )
-        self.kube("StepSucceeded", f"step {step.id} ({step.tool}): {step.summary}")
         if step.job_name:
             self.delete_secrets.append(token_secret_name(step.job_name))
 
