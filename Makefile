@@ -30,7 +30,9 @@ system-deps:
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip uv
-	@$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]'
+	@# Bytecode compiled once here: every tool pod of the dev node is a fresh interpreter,
+	@# and with PYTHONDONTWRITEBYTECODE each would otherwise compile pydantic from source.
+	@$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[dev]'
 	@touch $@
 
 venv: $(STAMP)

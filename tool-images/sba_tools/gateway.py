@@ -17,20 +17,24 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from sba_core.tools.contracts import (
-    KnowledgeSearchParams,
-    KnowledgeSearchResult,
-    LlmGenerateResult,
-    StepConfig,
-    TaskFields,
-)
+from sba_core.tools.builtin.common import StepConfig
 from sba_tools.errors import GatewayError, status_is_retryable
 from sba_tools.jsonlog import JsonLogger
+
+if TYPE_CHECKING:
+    # A tool's own models are imported by the call that needs them: a step loads its
+    # own tool's contract only.
+    from sba_core.tools.builtin.knowledge_search import (
+        KnowledgeSearchParams,
+        KnowledgeSearchResult,
+    )
+    from sba_core.tools.builtin.llm_generate import LlmGenerateResult
+    from sba_core.tools.builtin.task_create import TaskFields
 
 STEP_PATH = "/internal/v1/step"
 SEARCH_PATH = "/internal/v1/knowledge/search"
@@ -167,6 +171,8 @@ class GatewayClient:
         return _parsed(StepEnvelope, body, "step")
 
     def search_knowledge(self, params: KnowledgeSearchParams) -> KnowledgeSearchResult:
+        from sba_core.tools.builtin.knowledge_search import KnowledgeSearchResult
+
         body = self._call_json("POST", SEARCH_PATH, payload=params.wire(), idempotent=True)
         return _parsed(KnowledgeSearchResult, body, "search result")
 
@@ -190,6 +196,8 @@ class GatewayClient:
         """Ask the gateway to run this llm.generate step's model call (it streams the tokens
         to the run's clients) and return the finished text. Safe to repeat: the gateway
         never streams a token twice for the same attempt."""
+        from sba_core.tools.builtin.llm_generate import LlmGenerateResult
+
         body = self._call_json(
             "POST",
             GENERATE_PATH,

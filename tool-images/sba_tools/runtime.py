@@ -11,6 +11,10 @@ Exit codes:
   1  transient failure (gateway unreachable, 5xx, 408, 429): the Job may retry;
   2  permanent failure (bad environment, unknown tool, params or result breaking the
      contract, any other 4xx): retrying the same attempt cannot help.
+
+Start-up is part of every step's cost, so the runtime loads only what its step needs:
+the registry names each builtin's contract without importing it, and `prepare` imports
+the step's own tool (its contract and implementation module) and no other.
 """
 
 from __future__ import annotations
@@ -20,15 +24,19 @@ import os
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from sba_core.tools.registry import ToolContractError, builtin_registry
+from sba_core.tools.registry import ToolContractError, ToolSpec, builtin_registry
 from sba_tools.egress import SafeHttpClient
 from sba_tools.errors import GatewayError, StepFailure
 from sba_tools.gateway import GatewayClient, StepEnvelope
 from sba_tools.jsonlog import JsonLogger
 from sba_tools.settings import RuntimeSettings, trace_ids
 from sba_tools.tools import ToolContext, implementation_for
+from sba_tools.tools.base import AnyImplementation
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 EXIT_OK = 0
 EXIT_TRANSIENT = 1
@@ -128,15 +136,7 @@ class StepRunner:
         self._check_identity(step)
         self.log.info("step.fetched", inputs=sorted(step.inputs))
 
-        spec = builtin_registry().get(step.tool)
-        impl = implementation_for(step.tool)
-        if spec is None or impl is None:
-            self._report_permanent(step, f"unknown tool {step.tool!r}")
-
-        try:
-            params = spec.validate_params(step.params)
-        except ToolContractError as exc:
-            self._report_permanent(step, str(exc))
+        spec, impl, params = self.prepare(step)
 
         ctx = ToolContext(gateway=self.gateway, step=step, now=_now, log=self.log, http=self.http)
         try:
@@ -167,6 +167,20 @@ class StepRunner:
             EXIT_OK,
             {"ok": True, "callId": receipt.get("callId"), "tool": step.tool, "summary": summary},
         )
+
+    def prepare(self, step: StepEnvelope) -> tuple[ToolSpec, AnyImplementation, BaseModel]:
+        """The step's tool and its params checked against the tool's contract. Imports that
+        tool's contract and implementation only; an unknown tool or params breaking the
+        contract are recorded as the step's failure (exit 2)."""
+        spec = builtin_registry().get(step.tool)
+        impl = implementation_for(step.tool)
+        if spec is None or impl is None:
+            self._report_permanent(step, f"unknown tool {step.tool!r}")
+        try:
+            params = spec.validate_params(step.params)
+        except ToolContractError as exc:
+            self._report_permanent(step, str(exc))
+        return spec, impl, params
 
     def _check_identity(self, step: StepEnvelope) -> None:
         expected = {"runId": self.settings.run_id, "stepId": self.settings.step_id}

@@ -1,12 +1,14 @@
 """A tool's contracts for its params and its result.
 
-A builtin's are pydantic models; a user tool's are JSON Schema (2020-12), checked with
-the `jsonschema` library, imported lazily: the builtins' tool runtime never needs it,
-and its start-up counts.
+A builtin's are pydantic models, named by where they live and imported on first use (a
+tool step loads its own tool's models only); a user tool's are JSON Schema (2020-12),
+checked with the `jsonschema` library, imported lazily too: the builtins' tool runtime
+never needs it, and its start-up counts.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Mapping, Sequence
 from functools import cached_property
@@ -43,10 +45,42 @@ class Contract(Protocol):
 
 
 class ModelContract:
-    """A builtin's contract: a pydantic model."""
+    """A builtin's contract: a pydantic model.
 
-    def __init__(self, model: type[BaseModel]) -> None:
-        self.model = model
+    Given as the class, or as where it lives (`"package.module:Name"`): then the module is
+    imported when the contract is first used (`model`, `schema`, `validate`), so building a
+    registry costs nothing and a tool step loads its own tool's models only.
+    """
+
+    def __init__(self, model: type[BaseModel] | str) -> None:
+        if isinstance(model, str):
+            module, _, name = model.partition(":")
+            if not module or not name.isidentifier():
+                raise ValueError(f"not a model reference ('package.module:Name'): {model!r}")
+            self.ref = model
+            self._model: type[BaseModel] | None = None
+        else:
+            self.ref = f"{model.__module__}:{model.__qualname__}"
+            self._model = model
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model has been imported (always, when the class was given)."""
+        return self._model is not None
+
+    @property
+    def model(self) -> type[BaseModel]:
+        model = self._model
+        if model is None:
+            module, _, name = self.ref.partition(":")
+            found = getattr(importlib.import_module(module), name, None)
+            if not (isinstance(found, type) and issubclass(found, BaseModel)):
+                raise TypeError(f"{self.ref} is not a pydantic model")
+            self._model = model = found
+        return model
+
+    def __repr__(self) -> str:
+        return f"ModelContract({self.ref!r})"
 
     def schema(self) -> dict[str, Any]:
         return self.model.model_json_schema(by_alias=True)

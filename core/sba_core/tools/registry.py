@@ -1,36 +1,24 @@
 """The tool registry: every tool's contract, side-effect flag, scopes and cost.
 
 The builtins are fixed here; user tools (Tool, ClusterTool) join them per namespace in
-`sba_core.tools.catalog`, as entries of the same kind.
+`sba_core.tools.catalog`, as entries of the same kind. A builtin's contracts are named by
+where they live (`sba_core.tools.builtin.<tool>`) and imported on first use: building the
+registry imports no model, and a tool step loads its own tool's contract only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel
-
-from sba_core.models.run import RetryPolicy
 from sba_core.tools.contract import Contract, ModelContract, ToolContractError
-from sba_core.tools.contracts import (
-    CrmSyncParams,
-    CrmSyncResult,
-    HttpFetchParams,
-    HttpFetchResult,
-    KnowledgeSearchParams,
-    KnowledgeSearchResult,
-    LlmGenerateParams,
-    LlmGenerateResult,
-    RenderDocumentParams,
-    RenderDocumentResult,
-    TaskCreateParams,
-    TaskCreateResult,
-    UserInputParams,
-    UserInputResult,
-)
 from sba_core.tools.names import ToolName
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from sba_core.models.run import RetryPolicy
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -43,6 +31,13 @@ __all__ = [
 
 ToolKind = Literal["builtin", "ClusterTool", "Tool"]
 DEFAULT_LIMITS: Mapping[str, str] = {"cpu": "500m", "memory": "256Mi", "ephemeral-storage": "64Mi"}
+BUILTIN_CONTRACTS = "sba_core.tools.builtin"
+"""The package holding one module per builtin tool, with its params and result models."""
+
+
+def _builtin(module: str, name: str) -> ModelContract:
+    """The contract `name` of the builtin whose models live in `BUILTIN_CONTRACTS.module`."""
+    return ModelContract(f"{BUILTIN_CONTRACTS}.{module}:{name}")
 
 
 @dataclass(frozen=True)
@@ -135,14 +130,15 @@ class ToolRegistry(Mapping[str, ToolSpec]):
 
 
 def builtin_registry() -> ToolRegistry:
+    """The builtin tools. Cheap: each contract is imported when it is first used."""
     return ToolRegistry(
         [
             ToolSpec(
                 name=ToolName.KNOWLEDGE_SEARCH.value,
                 version="1.0.0",
                 description="Hybrid (vector + full-text) search over the tenant's knowledge base.",
-                params=ModelContract(KnowledgeSearchParams),
-                result=ModelContract(KnowledgeSearchResult),
+                params=_builtin("knowledge_search", "KnowledgeSearchParams"),
+                result=_builtin("knowledge_search", "KnowledgeSearchResult"),
                 cost_estimate=50,
                 scopes=("read:knowledge",),
             ),
@@ -150,8 +146,8 @@ def builtin_registry() -> ToolRegistry:
                 name=ToolName.RENDER_DOCUMENT.value,
                 version="1.0.0",
                 description="Render earlier step results into a stored document artifact.",
-                params=ModelContract(RenderDocumentParams),
-                result=ModelContract(RenderDocumentResult),
+                params=_builtin("render_document", "RenderDocumentParams"),
+                result=_builtin("render_document", "RenderDocumentResult"),
                 cost_estimate=200,
                 scopes=("write:artifacts",),
             ),
@@ -160,8 +156,8 @@ def builtin_registry() -> ToolRegistry:
                 version="1.0.0",
                 description="Create a task in the tenant's task store, once per step "
                 "(idempotent across attempts); optionally deliver it to an allowlisted webhook.",
-                params=ModelContract(TaskCreateParams),
-                result=ModelContract(TaskCreateResult),
+                params=_builtin("task_create", "TaskCreateParams"),
+                result=_builtin("task_create", "TaskCreateResult"),
                 side_effect=True,
                 cost_estimate=100,
                 scopes=("write:tasks",),
@@ -173,8 +169,8 @@ def builtin_registry() -> ToolRegistry:
                 version="1.0.0",
                 description="Upsert contacts and deals into the deployment's CRM, once per "
                 "step (Idempotency-Key: <run-id>:<step-id>).",
-                params=ModelContract(CrmSyncParams),
-                result=ModelContract(CrmSyncResult),
+                params=_builtin("crm_sync", "CrmSyncParams"),
+                result=_builtin("crm_sync", "CrmSyncResult"),
                 side_effect=True,
                 cost_estimate=2000,
                 scopes=("write:crm",),
@@ -186,8 +182,8 @@ def builtin_registry() -> ToolRegistry:
                 version="1.0.0",
                 description="GET a page from a host on the tenant's egress allowlist "
                 "(public addresses only, redirects re-checked, size and time capped).",
-                params=ModelContract(HttpFetchParams),
-                result=ModelContract(HttpFetchResult),
+                params=_builtin("http_fetch", "HttpFetchParams"),
+                result=_builtin("http_fetch", "HttpFetchResult"),
                 cost_estimate=100,
                 scopes=("read:web",),
                 egress=True,
@@ -200,8 +196,8 @@ def builtin_registry() -> ToolRegistry:
                 " to write text from a prompt template over the run's goal and earlier steps'"
                 " results; the text streams to clients as it is written and becomes the run's"
                 " answer. Offline, a builtin model writes an extractive answer with citations.",
-                params=ModelContract(LlmGenerateParams),
-                result=ModelContract(LlmGenerateResult),
+                params=_builtin("llm_generate", "LlmGenerateParams"),
+                result=_builtin("llm_generate", "LlmGenerateResult"),
                 cost_estimate=500,
                 scopes=("use:model",),
                 timeout_seconds=300,
@@ -211,8 +207,8 @@ def builtin_registry() -> ToolRegistry:
                 version="1.0.0",
                 description="Wait for a person's input (spec.inputs[<step id>], or POST"
                 " /api/v1/runs/{id}/continue); it becomes this step's result. Runs no Job.",
-                params=ModelContract(UserInputParams),
-                result=ModelContract(UserInputResult),
+                params=_builtin("user_input", "UserInputParams"),
+                result=_builtin("user_input", "UserInputResult"),
                 runs_job=False,
             ),
         ]

@@ -33,7 +33,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from sba_core.tools.contracts import CrmSyncCounts, CrmSyncParams, CrmSyncResult
+from sba_core.tools.builtin.crm_sync import CrmSyncCounts, CrmSyncParams, CrmSyncResult
 from sba_tools.egress import deployment_configured, raise_for_status
 from sba_tools.errors import StepFailure
 from sba_tools.tools.base import ToolContext, ToolImplementation

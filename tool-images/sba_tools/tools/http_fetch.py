@@ -15,7 +15,7 @@ import json
 from email.message import Message
 from typing import Final
 
-from sba_core.tools.contracts import HttpFetchParams, HttpFetchResult
+from sba_core.tools.builtin.http_fetch import HttpFetchParams, HttpFetchResult
 from sba_tools.tools.base import ToolContext, ToolImplementation
 
 MAX_REDIRECTS: Final = 3

@@ -5,7 +5,7 @@ The tenant is never sent: the gateway takes it from the step token.
 
 from __future__ import annotations
 
-from sba_core.tools.contracts import KnowledgeSearchParams, KnowledgeSearchResult
+from sba_core.tools.builtin.knowledge_search import KnowledgeSearchParams, KnowledgeSearchResult
 from sba_tools.tools.base import ToolContext, ToolImplementation
 
 

@@ -8,7 +8,7 @@ and gets the finished text back, which becomes the step's result.
 
 from __future__ import annotations
 
-from sba_core.tools.contracts import LlmGenerateParams, LlmGenerateResult
+from sba_core.tools.builtin.llm_generate import LlmGenerateParams, LlmGenerateResult
 from sba_tools.tools.base import ToolContext, ToolImplementation
 
 

@@ -20,9 +20,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sba_core.tools.contracts import (
+from sba_core.tools.builtin.knowledge_search import KnowledgeSearchResult
+from sba_core.tools.builtin.render_document import (
     DocumentFormat,
-    KnowledgeSearchResult,
     RenderDocumentParams,
     RenderDocumentResult,
 )

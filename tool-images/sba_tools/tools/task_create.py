@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from sba_core.tools.contracts import TaskCreateParams, TaskCreateResult, TaskFields
+from sba_core.tools.builtin.task_create import TaskCreateParams, TaskCreateResult, TaskFields
 from sba_tools.egress import raise_for_status
 from sba_tools.errors import StepFailure
 from sba_tools.gateway import TaskReceipt
