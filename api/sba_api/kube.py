@@ -1,8 +1,10 @@
-"""The API's Kubernetes adapter: AgentRuns, Approvals and Tenants through CustomObjectsApi.
+"""The API's Kubernetes adapter: AgentRuns, Approvals and Tenants over the REST API.
 
-The `kubernetes` client is synchronous; every call runs in a worker thread.
-`ApiException` and connection errors never leave this module: they become
-`TenantNotFound`, `AgentRunNotFound`, `UpstreamError` or `ServiceUnavailable`.
+Requests go out on aiohttp (`sba_api.kube_http`), never on a worker thread, each with a
+total timeout. `KubeStatusError` and `KubeUnreachable` never leave this module: they
+become `TenantNotFound`, `AgentRunNotFound`, `UpstreamError` or `ServiceUnavailable`.
+The synchronous `kubernetes` client only loads the connection details
+(`build_api_client`) and feeds the watch caches (background threads, not requests).
 """
 
 from __future__ import annotations
@@ -10,17 +12,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
-import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-from urllib3.exceptions import HTTPError as Urllib3Error
 
 from sba_api.errors import (
     ApiError,
@@ -29,6 +28,16 @@ from sba_api.errors import (
     NotFound,
     ServiceUnavailable,
     UpstreamError,
+)
+from sba_api.kube_http import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_TIMEOUT_SECONDS,
+    MERGE_PATCH,
+    KubeHttp,
+    KubeStatusError,
+    KubeUnreachable,
+    core_path,
+    custom_path,
 )
 from sba_api.settings import KubernetesSettings
 from sba_api.watch_cache import WatchCache
@@ -72,27 +81,22 @@ class PatchConflict(Exception):
         self.message = message
 
 
-def _status_body(exc: ApiException) -> dict[str, Any]:
-    try:
-        body = json.loads(exc.body) if exc.body else {}
-    except (TypeError, ValueError):
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
 def _translate(exc: Exception, what: str) -> ApiError:
-    if isinstance(exc, ApiException):
-        body = _status_body(exc)
-        message = str(body.get("message") or exc.reason or "")
+    if isinstance(exc, KubeStatusError):
+        message = exc.message
         if exc.status in (401, 403):
             return UpstreamError(f"Kubernetes refused to {what}: {message}")
         if exc.status == 422:
             return UpstreamError(
                 f"Kubernetes rejected the object while trying to {what}: {message}"
             )
-        if exc.status is not None and exc.status >= 500:
+        if exc.status >= 500:
             return ServiceUnavailable(f"Kubernetes failed to {what}: {message}")
         return UpstreamError(f"Kubernetes answered {exc.status} while trying to {what}: {message}")
+    if isinstance(exc, KubeUnreachable) and exc.timed_out:
+        return ServiceUnavailable(
+            f"Kubernetes did not answer in time while trying to {what}: {exc}"
+        )
     return ServiceUnavailable(f"Kubernetes is unreachable while trying to {what}: {exc}")
 
 
@@ -147,53 +151,65 @@ class KubeClient:
         *,
         runs_cache: WatchCache | None = None,
         tenants_cache: WatchCache | None = None,
+        request_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self._runs_cache = runs_cache
         self._tenants_cache = tenants_cache
         self._written: dict[tuple[str, str], int] = {}
         """resourceVersions of AgentRuns this process wrote, until the cache has them."""
         self._api_client = api_client
-        self._custom = client.CustomObjectsApi(api_client)
-        self._core = client.CoreV1Api(api_client)
+        self._http = KubeHttp(
+            api_client.configuration,
+            timeout_seconds=request_timeout_seconds,
+            max_connections=max_connections,
+        )
+        self._closing: asyncio.Task[None] | None = None
         self._telemetry = telemetry
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        """Close the HTTP session (and the `kubernetes` ApiClient it was configured from)."""
+        await self._http.close()
         self._api_client.close()
 
-    async def _call(self, what: str, func: Callable[[], T]) -> T:
+    def close(self) -> None:
+        """`aclose` for callers that cannot await: the session closes in a task on the
+        running loop (with no loop running there is nothing left to close it on)."""
+        self._api_client.close()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._closing = loop.create_task(self._http.close())
+
+    async def _call(self, what: str, func: Callable[[], Awaitable[T]]) -> T:
         if self._telemetry is None or not trace.get_current_span().is_recording():
             return await self._call_untraced(what, func)
         with self._telemetry.span(f"k8s {what}", kind=SpanKind.CLIENT):
             return await self._call_untraced(what, func)
 
-    async def _call_untraced(self, what: str, func: Callable[[], T]) -> T:
+    async def _call_untraced(self, what: str, func: Callable[[], Awaitable[T]]) -> T:
         try:
-            return await asyncio.to_thread(func)
-        except (ApiException, Urllib3Error, OSError) as exc:
+            return await func()
+        except (KubeStatusError, KubeUnreachable) as exc:
             raise _translate(exc, what) from exc
 
     async def create_agent_run(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         """Create an AgentRun; a missing namespace is `TenantNotFound`."""
+        path = custom_path(GROUP, VERSION, AGENTRUN_PLURAL, namespace=namespace)
 
-        def call() -> dict[str, Any]:
+        async def call() -> dict[str, Any]:
             try:
-                result = cast(
-                    dict[str, Any],
-                    self._custom.create_namespaced_custom_object(
-                        GROUP, VERSION, namespace, AGENTRUN_PLURAL, body
-                    ),
-                )
-            except ApiException as exc:
+                return await self._http.request("POST", path, body=body)
+            except KubeStatusError as exc:
                 if exc.status == 422:
                     # The cluster's schema and CEL rules refused the client's spec: a 400.
-                    message = str(_status_body(exc).get("message") or exc.reason or "")
                     raise SpecRejected(
-                        f"the run spec is invalid: {message}",
-                        details=[ErrorItem(loc="", msg=message[:500])],
+                        f"the run spec is invalid: {exc.message}",
+                        details=[ErrorItem(loc="", msg=exc.message[:500])],
                     ) from exc
                 if exc.status == 404:
-                    details = _status_body(exc).get("details") or {}
-                    if details.get("kind") == "namespaces" or not self._namespace_exists_sync(
+                    if exc.details.get("kind") == "namespaces" or not await self._namespace_exists(
                         namespace
                     ):
                         raise TenantNotFound(
@@ -203,29 +219,28 @@ class KubeClient:
                         "the AgentRun resource is not installed in the cluster (apply crds/)"
                     ) from exc
                 raise
-            return result
 
         created = await self._call("create the AgentRun", call)
         self._wrote(created)
         return created
 
-    def _namespace_exists_sync(self, namespace: str) -> bool:
+    async def _namespace_exists(self, namespace: str) -> bool:
         try:
-            self._core.read_namespace(namespace)
-        except ApiException as exc:
+            await self._http.request("GET", core_path("namespaces", name=namespace))
+        except KubeStatusError as exc:
             # Anything but 404 (e.g. no RBAC to read namespaces): assume it exists.
-            return bool(exc.status != 404)
+            return exc.status != 404
         return True
 
     async def _object_or_none(
-        self, what: str, absent: int, func: Callable[..., object], *args: Any
+        self, what: str, absent: int, method: str, path: str, body: Any = None
     ) -> dict[str, Any] | None:
-        """`func(*args)` as a plain dict; None when the API server answers `absent`."""
+        """The answer to `method path` as a plain dict; None when it is status `absent`."""
 
-        def call() -> dict[str, Any] | None:
+        async def call() -> dict[str, Any] | None:
             try:
-                return cast(dict[str, Any], func(*args))
-            except ApiException as exc:
+                return await self._http.request(method, path, body=body)
+            except KubeStatusError as exc:
                 if exc.status == absent:
                     return None
                 raise
@@ -234,16 +249,8 @@ class KubeClient:
 
     async def get_agent_run(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The AgentRun, or None when it does not exist (any more)."""
-        return await self._object_or_none(
-            "read the AgentRun",
-            404,
-            self._custom.get_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            AGENTRUN_PLURAL,
-            name,
-        )
+        path = custom_path(GROUP, VERSION, AGENTRUN_PLURAL, namespace=namespace, name=name)
+        return await self._object_or_none("read the AgentRun", 404, "GET", path)
 
     async def read_agent_run(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The AgentRun for display: from the watch cache when it holds it, else read.
@@ -282,17 +289,8 @@ class KubeClient:
 
     async def delete_agent_run(self, namespace: str, name: str) -> None:
         """Delete an AgentRun (compensation when recording it failed); absent is fine."""
-
-        def call() -> None:
-            try:
-                self._custom.delete_namespaced_custom_object(
-                    GROUP, VERSION, namespace, AGENTRUN_PLURAL, name
-                )
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-
-        await self._call("delete the AgentRun", call)
+        path = custom_path(GROUP, VERSION, AGENTRUN_PLURAL, namespace=namespace, name=name)
+        await self._object_or_none("delete the AgentRun", 404, "DELETE", path)
 
     async def patch_agent_run(
         self, namespace: str, name: str, patch: dict[str, Any]
@@ -302,27 +300,16 @@ class KubeClient:
         Put `metadata.resourceVersion` in `patch` for optimistic concurrency: a 409
         (changed since read) or 422 (a CEL rule refused) raises `PatchConflict`.
         """
+        path = custom_path(GROUP, VERSION, AGENTRUN_PLURAL, namespace=namespace, name=name)
 
-        def call() -> dict[str, Any] | None:
+        async def call() -> dict[str, Any] | None:
             try:
-                return cast(
-                    dict[str, Any],
-                    self._custom.patch_namespaced_custom_object(
-                        GROUP,
-                        VERSION,
-                        namespace,
-                        AGENTRUN_PLURAL,
-                        name,
-                        patch,
-                        _content_type="application/merge-patch+json",
-                    ),
-                )
-            except ApiException as exc:
+                return await self._http.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
+            except KubeStatusError as exc:
                 if exc.status == 404:
                     return None
                 if exc.status in (409, 422):
-                    message = str(_status_body(exc).get("message") or exc.reason or "")
-                    raise PatchConflict(exc.status, message) from exc
+                    raise PatchConflict(exc.status, exc.message) from exc
                 raise
 
         patched = await self._call("patch the AgentRun", call)
@@ -334,69 +321,46 @@ class KubeClient:
         self, namespace: str, body: dict[str, Any]
     ) -> tuple[dict[str, Any], bool]:
         """Create an Approval; (object, created). One of that name already there: (it, False)."""
+        path = custom_path(GROUP, VERSION, APPROVAL_PLURAL, namespace=namespace)
 
-        def call() -> tuple[dict[str, Any], bool]:
+        async def call() -> tuple[dict[str, Any], bool]:
             try:
-                created = self._custom.create_namespaced_custom_object(
-                    GROUP, VERSION, namespace, APPROVAL_PLURAL, body
-                )
-                return cast(dict[str, Any], created), True
-            except ApiException as exc:
+                return await self._http.request("POST", path, body=body), True
+            except KubeStatusError as exc:
                 if exc.status != 409:
                     raise
             name = str(body["metadata"]["name"])
-            existing = self._custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, APPROVAL_PLURAL, name
-            )
-            return cast(dict[str, Any], existing), False
+            existing = custom_path(GROUP, VERSION, APPROVAL_PLURAL, namespace=namespace, name=name)
+            return await self._http.request("GET", existing), False
 
         return await self._call("create the Approval", call)
 
     async def get_approval(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._object_or_none(
-            "read the Approval",
-            404,
-            self._custom.get_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            APPROVAL_PLURAL,
-            name,
-        )
+        path = custom_path(GROUP, VERSION, APPROVAL_PLURAL, namespace=namespace, name=name)
+        return await self._object_or_none("read the Approval", 404, "GET", path)
 
     async def get_tenant(self, name: str) -> dict[str, Any] | None:
         """The (cluster-scoped) Tenant resource, or None."""
-        return await self._object_or_none(
-            "read the Tenant",
-            404,
-            self._custom.get_cluster_custom_object,
-            GROUP,
-            VERSION,
-            TENANT_PLURAL,
-            name,
-        )
+        path = custom_path(GROUP, VERSION, TENANT_PLURAL, name=name)
+        return await self._object_or_none("read the Tenant", 404, "GET", path)
 
     async def list_user_tools(
         self, namespace: str
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(every ClusterTool, the Tools of `namespace`); none of a kind not installed."""
 
-        def items(func: Callable[..., object], *args: Any) -> list[dict[str, Any]]:
+        async def items(path: str) -> list[dict[str, Any]]:
             try:
-                listed = cast(dict[str, Any], func(*args))
-            except ApiException as exc:
+                listed = await self._http.request("GET", path)
+            except KubeStatusError as exc:
                 if exc.status == 404:
                     return []
                 raise
             return list(listed.get("items") or [])
 
-        def call() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-            cluster = items(
-                self._custom.list_cluster_custom_object, GROUP, VERSION, CLUSTERTOOL_PLURAL
-            )
-            namespaced = items(
-                self._custom.list_namespaced_custom_object, GROUP, VERSION, namespace, TOOL_PLURAL
-            )
+        async def call() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            cluster = await items(custom_path(GROUP, VERSION, CLUSTERTOOL_PLURAL))
+            namespaced = await items(custom_path(GROUP, VERSION, TOOL_PLURAL, namespace=namespace))
             return cluster, namespaced
 
         return await self._call("list the tools", call)
@@ -412,51 +376,23 @@ class KubeClient:
 
     async def get_secret_value(self, namespace: str, name: str, key: str) -> str | None:
         """One key of a Secret (decoded), or None when the Secret or the key is absent."""
-
-        def call() -> str | None:
-            try:
-                secret = self._core.read_namespaced_secret(name, namespace)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return None
-                raise
-            raw = (secret.data or {}).get(key)
-            if raw is None:
-                return None
-            return base64.b64decode(raw).decode("utf-8").strip()
-
-        return await self._call("read the model Secret", call)
+        path = core_path("secrets", namespace=namespace, name=name)
+        secret = await self._object_or_none("read the model Secret", 404, "GET", path)
+        raw = (secret.get("data") or {}).get(key) if secret is not None else None
+        if raw is None:
+            return None
+        return base64.b64decode(raw).decode("utf-8").strip()
 
     async def create_tenant(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """Create a Tenant; None when one of that name already exists."""
-        return await self._object_or_none(
-            "create the Tenant",
-            409,
-            self._custom.create_cluster_custom_object,
-            GROUP,
-            VERSION,
-            TENANT_PLURAL,
-            body,
-        )
+        path = custom_path(GROUP, VERSION, TENANT_PLURAL)
+        return await self._object_or_none("create the Tenant", 409, "POST", path, body)
 
     async def delete_tenant(self, name: str) -> bool:
         """Delete a Tenant (the operator tears its namespace down); False when absent."""
-
-        def call() -> bool:
-            try:
-                self._custom.delete_cluster_custom_object(GROUP, VERSION, TENANT_PLURAL, name)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return False
-                raise
-            return True
-
-        return await self._call("delete the Tenant", call)
+        path = custom_path(GROUP, VERSION, TENANT_PLURAL, name=name)
+        return await self._object_or_none("delete the Tenant", 404, "DELETE", path) is not None
 
     async def ping(self) -> None:
         """Cheap reachability check (the API server's /version)."""
-
-        def call() -> None:
-            client.VersionApi(self._api_client).get_code()
-
-        await self._call("reach the API server", call)
+        await self._call("reach the API server", lambda: self._http.request("GET", "/version"))

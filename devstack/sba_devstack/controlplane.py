@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import functools
 import json
+import os
 import ssl
 import subprocess
 import time
@@ -26,6 +27,16 @@ from sba_devstack.procs import StartupError, free_port, port_in_use, spawn, stop
 SERVICE_CIDR = "10.96.0.0/16"
 SA_ISSUER = "https://kubernetes.default.svc"
 STARTUP_TIMEOUT = 60.0
+AUDIT_LOG_ENV = "SBA_DEV_APISERVER_AUDIT_LOG"
+"""Opt-in (bench/run_throughput.py): a path makes the apiserver write a Metadata-level
+audit log there (one JSON event per line: user, userAgent, verb, objectRef, timestamps)."""
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    # One event per request when it completes, plus ResponseStarted for watches.
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata"}],
+}
 
 
 @dataclass
@@ -99,9 +110,18 @@ class ControlPlane:
     start()/stop(); start() blocks until the cluster is usable.
     """
 
-    def __init__(self, state_dir: Path, bin_dir: Path, ports: Ports | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        bin_dir: Path,
+        ports: Ports | None = None,
+        audit_log: Path | None = None,
+    ) -> None:
         self.state_dir = state_dir.resolve()
         self.bin_dir = bin_dir
+        # Default off; $SBA_DEV_APISERVER_AUDIT_LOG turns it on without touching callers.
+        audit = audit_log or os.environ.get(AUDIT_LOG_ENV) or None
+        self.audit_log: Path | None = Path(audit).resolve() if audit else None
         self._requested_ports = ports or Ports()
         self.ports = self._requested_ports
         self._pki = _Pki(self.state_dir / "pki")
@@ -288,6 +308,20 @@ class ControlPlane:
             STARTUP_TIMEOUT,
         )
 
+    def _audit_flags(self) -> list[str]:
+        if self.audit_log is None:
+            return []
+        policy = self.state_dir / "audit-policy.json"
+        policy.write_text(json.dumps(AUDIT_POLICY))
+        self.audit_log.parent.mkdir(parents=True, exist_ok=True)
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            # Rotation at 1 GiB (0 would mean the writer's 100 MiB default): one file.
+            "--audit-log-maxsize=1024",
+        ]
+
     def _start_apiserver(self) -> None:
         pki = self._pki
         proc = self._spawn(
@@ -326,6 +360,7 @@ class ControlPlane:
                 "--enable-admission-plugins=NodeRestriction",
                 "--profiling=false",
                 "--v=1",
+                *self._audit_flags(),
             ],
         )
         ctx = self._admin_ssl()

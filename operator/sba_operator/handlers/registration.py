@@ -364,6 +364,7 @@ def build_registry(*, admission: bool = False) -> kopf.OperatorRegistry:
         indexes = KopfRunIndexes.from_kwargs(kwargs)
         if indexes is not None:  # live objects, still empty: Kopf fills them before handlers
             ctx.runs.reads = IndexedReads(indexes, ctx.kube)
+            ctx.tenants.read_tenant = ctx.runs.reads.tenant
         try:
             await ctx.tools.load()  # before any run is reconciled against the catalog
         except Exception as exc:

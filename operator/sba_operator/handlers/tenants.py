@@ -105,6 +105,10 @@ class TenantDriver:
         self.clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
         self._cluster_roles_ok = False
+        self.read_tenant: Callable[[str], Awaitable[dict[str, Any] | None]] = kube.get_tenant
+        """How drift events read the Tenant: the registration swaps in the watch-fed index
+        (a ResourceQuota's status changes with every pod; a GET each was most of our reads).
+        Provisioning itself reads it directly: it writes the Tenant's status from it."""
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
@@ -278,7 +282,7 @@ class TenantDriver:
 
     async def object_changed(self, tenant_name: str, obj: Mapping[str, Any], deleted: bool) -> None:
         """React to an event on one of our labelled objects."""
-        tenant = await self.kube.get_tenant(tenant_name)
+        tenant = await self.read_tenant(tenant_name)
         if tenant is None or (tenant.get("metadata") or {}).get("deletionTimestamp"):
             return
         if deleted:
