@@ -142,6 +142,7 @@ bench: deps
 	$(BIN)/python bench/run_latency.py
 	$(BIN)/python bench/token_latency.py
 	$(BIN)/python bench/api_throughput.py
+	$(BIN)/python bench/sse_fanout.py
 	$(BIN)/python bench/run_throughput.py
 	$(BIN)/python bench/tool_startup.py
 

@@ -110,7 +110,7 @@ async def _build_services(
             cache.start()
             stack.callback(cache.stop)
     kube = KubeClient(api_client, telemetry, runs_cache=runs_cache, tenants_cache=tenants_cache)
-    stack.callback(kube.close)
+    stack.push_async_callback(kube.aclose)
 
     embedder: Embedder
     if settings.embeddings.provider is EmbeddingProvider.OPENAI:
@@ -175,11 +175,14 @@ async def _build_services(
     return Services(
         runs=run_service,
         events=EventService(
-            RunRepository(pool),
+            run_service,
             EventRepository(pool),
             listener,
             heartbeat_seconds=settings.sse.heartbeat_seconds,
             batch_size=settings.sse.batch_size,
+            tail_events=settings.sse.tail_events,
+            tail_bytes=settings.sse.tail_bytes,
+            write_timeout_seconds=settings.sse.write_timeout_seconds,
         ),
         artifacts=artifacts,
         knowledge=knowledge,

@@ -68,6 +68,14 @@ class SseSettings:
     retry_ms: int = 2000
     batch_size: int = 100
     """Most events read from Postgres (and so buffered) per write round."""
+    write_timeout_seconds: float = 10.0
+    """A write to a client's socket that has not finished by then cuts the stream; the
+    client resumes with Last-Event-ID (SBA_SSE_WRITE_TIMEOUT_SECONDS)."""
+    tail_events: int = 256
+    """Recent events kept in memory per run with open streams in this process, shared by
+    all of them (SBA_SSE_TAIL_EVENTS); a stream further behind reads Postgres itself."""
+    tail_bytes: int = 512 * 1024
+    """The same bound in encoded bytes (SBA_SSE_TAIL_BYTES)."""
 
 
 @dataclass(frozen=True)
@@ -313,6 +321,9 @@ class Settings:
                 heartbeat_seconds=number("SBA_SSE_HEARTBEAT_SECONDS", 15.0, minimum=0.05),
                 retry_ms=int(number("SBA_SSE_RETRY_MS", 2000, minimum=0)),
                 batch_size=int(number("SBA_SSE_BATCH_SIZE", 100, minimum=1)),
+                write_timeout_seconds=number("SBA_SSE_WRITE_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+                tail_events=int(number("SBA_SSE_TAIL_EVENTS", 256, minimum=1)),
+                tail_bytes=int(number("SBA_SSE_TAIL_BYTES", 512 * 1024, minimum=1024)),
             ),
             embeddings=EmbeddingSettings(
                 provider=provider,

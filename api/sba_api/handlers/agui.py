@@ -20,7 +20,7 @@ from aiohttp import web
 
 from sba_api.errors import ServiceUnavailable, TooManyRequests
 from sba_api.handlers._common import principal, read_json, services, settings
-from sba_api.handlers.events import SSE_HEADERS, STREAM_RETRY_SECONDS
+from sba_api.handlers.events import HEARTBEAT_FRAME, SSE_HEADERS, STREAM_RETRY_SECONDS
 from sba_api.keys import LIMITS, METRICS
 from sba_api.openapi import IDEMPOTENCY_HEADER
 from sba_api.schemas_agui import AguiRunInput
@@ -79,7 +79,14 @@ async def stream_run(request: web.Request) -> web.StreamResponse:
 
     async with _slot(request):
         return await _serve(
-            request, run_id, encoder, refresh, after=after, segment=0, one_segment=False
+            request,
+            run_id,
+            record.tenant_id,
+            encoder,
+            refresh,
+            after=after,
+            segment=0,
+            one_segment=False,
         )
 
 
@@ -99,6 +106,7 @@ async def run_agent(request: web.Request) -> web.StreamResponse:
         return await _serve(
             request,
             start.run_id,
+            start.tenant,
             encoder,
             refresh,
             after=_position(request),
@@ -114,6 +122,7 @@ def _frame(item: AguiFrame) -> bytes:
 async def _serve(
     request: web.Request,
     run_id: UUID,
+    tenant: str,
     encoder: AguiEncoder,
     refresh: Refresh,
     *,
@@ -143,7 +152,11 @@ async def _serve(
     if one_segment:
         await ensure_prepared()
     try:
-        async with services(request).events.follow(str(run_id), 0) as feed:
+        # From seq 0: the encoder folds the whole run (see above); the feed serves what the
+        # process's tail of the run holds from memory and reads only the rest.
+        async with services(request).events.follow(run_id, tenant, 0) as feed:
+            if request.transport is not None:
+                feed.on_stall = request.transport.abort
             done = await _pump(
                 feed, encoder, refresh, after, segment, one_segment, response, ensure_prepared
             )
@@ -180,7 +193,7 @@ async def _pump(
     async for item in feed:
         if isinstance(item, Heartbeat):
             await ensure_prepared()
-            await response.write(sse.comment("heartbeat"))
+            await feed.send(response.write, HEARTBEAT_FRAME)
             continue
         for event in item:
             if encoder.interrupted:
@@ -190,7 +203,8 @@ async def _pump(
                 if frame.segment < segment or not after.before(frame.seq, frame.index):
                     continue
                 await ensure_prepared()
-                await response.write(_frame(frame))  # drains: a slow client slows this loop
+                # A client too slow to take it within the write timeout is cut (and resumes).
+                await feed.send(response.write, _frame(frame))
                 if one_segment and frame.ends_segment:
                     return False
     return True
