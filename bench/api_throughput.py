@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from baselines import wait_up
 
 from sba_devstack.binaries import default_repo_root
 from sba_devstack.procs import free_port
@@ -140,7 +141,7 @@ def main() -> int:
         ).start()
         extra.append(direct)
         bare_url = f"http://127.0.0.1:{bare_port}"
-        asyncio.run(_wait_up(bare_url))
+        asyncio.run(wait_up(bare_url))
         headers = {"Authorization": f"Bearer {stack.token}"}
         servers = (("bare", bare_url), ("api", stack.api_url), ("api_direct", direct_url))
         routes = {
@@ -184,19 +185,6 @@ def main() -> int:
             else:
                 proc.stop()
         stack.stop()
-
-
-async def _wait_up(url: str) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(100):
-            try:
-                async with session.get(url) as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 if __name__ == "__main__":

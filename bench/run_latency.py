@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from baselines import bare_job_body
 from kubernetes import client, config
 
 from sba_devstack.binaries import default_repo_root
@@ -80,41 +81,7 @@ async def http_roundtrip(session: aiohttp.ClientSession, api: str) -> float:
 
 def bare_job(batch: client.BatchV1Api, namespace: str) -> float:
     name = f"bench-bare-{uuid.uuid4().hex[:8]}"
-    body = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": name},
-        "spec": {
-            "backoffLimit": 0,
-            "ttlSecondsAfterFinished": 60,
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 65532,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [
-                        {
-                            "name": "main",
-                            "image": "busybox",
-                            "command": ["sh", "-c", "true"],
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
-                            "resources": {
-                                "limits": {"cpu": "100m", "memory": "64Mi"},
-                                "requests": {"cpu": "100m", "memory": "64Mi"},
-                            },
-                        }
-                    ],
-                }
-            },
-        },
-    }
+    body = bare_job_body(name, ttl_seconds=60)
     start = time.perf_counter()
     batch.create_namespaced_job(namespace, body)
     while True:

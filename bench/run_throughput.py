@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from baselines import bare_job_body
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
@@ -534,45 +535,6 @@ async def create_runs(api: str, token: str, n: int) -> list[tuple[str, float, fl
         return await asyncio.gather(*(one() for _ in range(n)))
 
 
-def bare_job_body(name: str, batch: str) -> dict[str, Any]:
-    """A trivial Job, shaped like a tool step's pod for the scheduler (100m CPU)."""
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": name, "labels": {"sba-bench/baseline": batch}},
-        "spec": {
-            "backoffLimit": 0,
-            "template": {
-                "metadata": {"labels": {"sba-bench/baseline": batch}},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 65532,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [
-                        {
-                            "name": "main",
-                            "image": "busybox",
-                            "command": ["sh", "-c", "true"],
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
-                            "resources": {
-                                "limits": {"cpu": "100m", "memory": "64Mi"},
-                                "requests": {"cpu": "100m", "memory": "64Mi"},
-                            },
-                        }
-                    ],
-                },
-            },
-        },
-    }
-
-
 def create_bare_jobs(
     batch_api: client.BatchV1Api, n: int, batch: str, prefix: str = "bench-bare"
 ) -> list[tuple[str, float, float]]:
@@ -581,7 +543,8 @@ def create_bare_jobs(
     def one(i: int) -> tuple[str, float, float]:
         name = f"{prefix}-{batch}-{i}"
         start = time.time()
-        body: Any = bare_job_body(name, batch)  # the client takes plain dicts too
+        # The client takes plain dicts too.
+        body: Any = bare_job_body(name, {"sba-bench/baseline": batch})
         for attempt in range(1, 20):
             try:
                 batch_api.create_namespaced_job(NAMESPACE, body)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from baselines import wait_up
 from redis.asyncio import Redis
 
 from sba_api.services.event_hub import encode_frame
@@ -468,7 +469,7 @@ def main() -> int:
             [sys.executable, "-c", BARE_SERVER, str(bare_port), str(first_file)],
             stdout=subprocess.DEVNULL,
         )
-        asyncio.run(_wait_up(f"http://127.0.0.1:{bare_port}/count"))
+        asyncio.run(wait_up(f"http://127.0.0.1:{bare_port}/count"))
         results = asyncio.run(
             measure(stack, api, bare_port, bare.pid, run_id, marked, args.streams, args.rounds)
         )
@@ -499,19 +500,6 @@ def main() -> int:
             bare.terminate()
             bare.wait(10)
         stack.stop()
-
-
-async def _wait_up(url: str) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(100):
-            try:
-                async with session.get(url) as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 if __name__ == "__main__":

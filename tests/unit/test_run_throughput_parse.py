@@ -23,6 +23,8 @@ def bench() -> ModuleType:
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
+    if str(BENCH.parent) not in sys.path:  # as `python bench/run_throughput.py` has it
+        sys.path.insert(0, str(BENCH.parent))
     spec.loader.exec_module(module)
     return module
 
